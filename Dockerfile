@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# Gleaner: one image for the service and for the fake model server of local stacks.
+# No build step: tsx (a production dependency) runs the TypeScript sources directly.
+#   docker build -t gleaner .                    runtime image (default, last stage)
+#   docker build --target check -t gleaner:check .   typecheck inside the full dependency tree
+
+# --- deps: the full dependency tree (dev tools included), cached on the lockfile alone.
+FROM node:20-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
+# --- check: optional target; fails the build when the sources do not typecheck.
+FROM deps AS check
+COPY tsconfig.json drizzle.config.ts ./
+COPY src/ ./src/
+COPY test/ ./test/
+COPY loadtest/ ./loadtest/
+RUN npm run typecheck
+
+# --- runtime: production dependencies only, on a clean tree so nothing from dev leaks in.
+FROM node:20-bookworm-slim AS runtime
+ENV HOST=0.0.0.0 \
+    PORT=3000 \
+    NODE_ENV=production \
+    DATA_DIR=/data
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# Code and dependencies stay root-owned: the service user can read them, not rewrite them.
+COPY tsconfig.json drizzle.config.ts ./
+COPY src/ ./src/
+COPY migrations/ ./migrations/
+COPY loadtest/fake-model-server.ts ./loadtest/fake-model-server.ts
+# The embedded database (PGlite, used when DATABASE_URL is unset) lives here; the only
+# place the service writes.
+RUN mkdir -p /data && chown node:node /data
+VOLUME ["/data"]
+USER node
+EXPOSE 3000
+# Slim images carry no curl: Node's own fetch probes liveness. /health answers 503 when the
+# worker is stuck, so an orchestrator restarts a wedged process.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/health',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+CMD ["node", "--import", "tsx", "src/server.ts"]

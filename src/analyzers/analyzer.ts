@@ -1,0 +1,73 @@
+// The Analyzer interface: the local analyzer and the OpenAI-compatible model client are
+// peers behind it. The worker never knows which one it talks to.
+
+export type Role = 'user' | 'assistant' | 'system' | 'agent' | 'tool'
+export interface Message {
+  role: Role
+  content: string
+  at?: string
+}
+
+export const SENTIMENTS = ['positive', 'neutral', 'negative', 'mixed'] as const
+export const URGENCIES = ['low', 'medium', 'high'] as const
+export type Sentiment = (typeof SENTIMENTS)[number]
+export type Urgency = (typeof URGENCIES)[number]
+
+/** What an analyzer produces for one conversation (the contract's insight, minus bookkeeping). */
+export interface InsightFields {
+  sentiment: Sentiment
+  sentiment_score: number // -1 .. 1
+  topics: string[] // 0..10 lower-case
+  intent: string // short label
+  urgency: Urgency
+  summary: string
+  language: string // ISO 639-1 where known, 'und' otherwise
+}
+
+export interface AnalysisInput {
+  id: string
+  source: string
+  messages: Message[]
+}
+
+export interface TokenUsage {
+  input: number
+  output: number
+}
+
+export type ItemResult =
+  | { id: string; ok: true; insight: InsightFields; tokens: TokenUsage; cost_usd: number }
+  /** retryable=false means retrying the same input cannot help (e.g. the model keeps answering nonsense) */
+  | { id: string; ok: false; error: string; retryable: boolean }
+
+export interface BatchResult {
+  results: ItemResult[] // one per input item, any order
+  usage: TokenUsage & { cost_usd: number; calls: number }
+}
+
+export type ModelFailureKind = 'error' | 'timeout' | 'rate_limited' | 'rejected'
+
+/** A whole call failed (after the analyzer's own retries). The worker counts it for the breaker. */
+export class ModelCallError extends Error {
+  constructor(
+    readonly kind: ModelFailureKind,
+    message: string,
+    readonly retryAfterMs?: number
+  ) {
+    super(message)
+    this.name = 'ModelCallError'
+  }
+}
+
+export interface Analyzer {
+  /** model name: stored on every insight and part of the cache key */
+  readonly model: string
+  /** prompt (or lexicon) version: stored on every insight and part of the cache key */
+  readonly promptVersion: string
+  /** true when results cost money and count against the budget */
+  readonly billable: boolean
+  analyzeBatch(items: AnalysisInput[], signal?: AbortSignal): Promise<BatchResult>
+  /** readiness probe (?deep=true); resolves when the backend answers */
+  ping(signal?: AbortSignal): Promise<void>
+  close(): Promise<void>
+}

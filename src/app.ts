@@ -1,0 +1,99 @@
+// buildApp: the one app factory, shared by the server and the tests. It owns every Fastify
+// option, registers external plugins, then the app's own plugins, then the routes, then
+// the error and not-found handlers. Nothing listens here.
+import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { LogController } from 'fastify'
+import type { Logger } from 'pino'
+import type { Analyzer } from './analyzers/analyzer.ts'
+import type { Config } from './config.ts'
+import type { Database } from './db/client.ts'
+import { createLogger } from './logger.ts'
+import databasePlugin from './plugins/database.ts'
+import errorsPlugin from './plugins/errors.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import pipelinePlugin from './plugins/pipeline.ts'
+import securityPlugin from './plugins/security.ts'
+import adminRoutes from './routes/admin.ts'
+import conversationsRoutes from './routes/conversations.ts'
+import healthRoutes from './routes/health.ts'
+import insightsRoutes from './routes/insights.ts'
+import { createBodyAjv, createQueryAjv } from './validation.ts'
+
+export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
+
+export interface AppDeps {
+  logger?: Logger
+  /** an already-open database (tests share one PGlite across apps); the caller closes it */
+  database?: Database
+  analyzer?: Analyzer
+}
+
+// A well-formed incoming id is reused so a request can be followed across services.
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/
+
+function trustProxy(value: string): boolean | string[] {
+  if (value === 'true') return true
+  if (value === 'false' || value === '') return false
+  // a hop count: Fastify accepts a number here although its types do not say so
+  if (/^\d+$/.test(value)) return Number(value) as unknown as boolean
+  return value.split(',').map((s) => s.trim())
+}
+
+export async function buildApp(config: Config, deps: AppDeps = {}) {
+  const logger = deps.logger ?? createLogger(config)
+  const app = Fastify({
+    loggerInstance: logger,
+    // one line per request from onResponse below, not two
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID()
+    },
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    trustProxy: trustProxy(config.TRUST_PROXY),
+    // slow clients must not hold sockets forever; 30 s is far above any honest upload here
+    requestTimeout: 30_000,
+    // above common load balancers' 60 s idle timeout, so the balancer closes first
+    keepAliveTimeout: 72_000,
+    return503OnClosing: true
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  // Bodies: exact types, unknown fields rejected. Query strings: coerced from text.
+  const bodyAjv = createBodyAjv()
+  const queryAjv = createQueryAjv()
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    httpPart === 'body' ? bodyAjv.compile(schema) : queryAjv.compile(schema)
+  )
+  // JSON only: a text/plain body is a 415, not a string handed to a schema
+  app.removeContentTypeParser('text/plain')
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id)
+  })
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info(
+      { method: req.method, route: req.routeOptions.url ?? 'unmatched', status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      'request done'
+    )
+  })
+
+  // external plugins and resources, in close order: database closes last
+  await app.register(securityPlugin)
+  await app.register(databasePlugin, { config, logger, database: deps.database })
+  await app.register(metricsPlugin, { config })
+  await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
+  await app.register(errorsPlugin)
+
+  // routes
+  await app.register(healthRoutes, { config, version: VERSION })
+  await app.register(conversationsRoutes, { config })
+  await app.register(insightsRoutes)
+  await app.register(adminRoutes)
+
+  await app.ready()
+  return app
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>

@@ -1,0 +1,146 @@
+// Configuration is read from the environment once, validated, defaulted and frozen here.
+// Nothing else in Gleaner reads process.env. Keys keep their environment names so that
+// the README, compose files and code all say the same thing.
+import { hostname } from 'node:os'
+import envSchema from 'env-schema'
+import { type Static, Type } from 'typebox'
+
+const Int = (def: number, min: number, max: number, description: string) =>
+  Type.Integer({ default: def, minimum: min, maximum: max, description })
+const Num = (def: number, min: number, description: string) => Type.Number({ default: def, minimum: min, description })
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'production' }),
+  PORT: Int(3000, 0, 65535, 'TCP port to listen on'),
+  HOST: Type.String({ default: '127.0.0.1', description: 'address to listen on (0.0.0.0 in the container)' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+  LOG_REDACT_FIELDS: Type.String({
+    default: '',
+    description: 'extra comma-separated log paths to redact (PII), on top of authorization headers and keys'
+  }),
+  INSTANCE_ID: Type.String({ default: `${hostname()}-${process.pid}`, minLength: 1, maxLength: 100 }),
+
+  // Database
+  DATABASE_URL: Type.Optional(Type.String({ minLength: 1, description: 'PostgreSQL URL; unset → embedded PGlite' })),
+  DATA_DIR: Type.String({ default: './data', description: 'embedded database directory' }),
+  DB_POOL_MAX: Int(10, 1, 200, 'pg pool size; 10 covers ingest plus the worker on a small machine'),
+  DB_STATEMENT_TIMEOUT_MS: Int(15_000, 0, 600_000, 'server-side cap per statement, so a stuck query frees its connection'),
+
+  // Auth and protection
+  AUTH: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
+  METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8 })),
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
+  TRUST_PROXY: Type.String({ default: 'false', description: 'fastify trustProxy: false, true, a hop count or a list of CIDRs' }),
+  CORS_ORIGIN: Type.String({ default: '', description: 'comma-separated allowed origins; empty → CORS off' }),
+  RATE_LIMIT_WINDOW_MS: Int(60_000, 1_000, 86_400_000, 'rate-limit window'),
+  RATE_LIMIT_FREE: Int(60, 1, 10_000_000, 'requests per window, tier free (reads)'),
+  RATE_LIMIT_PRO: Int(600, 1, 10_000_000, 'requests per window, tier pro (reads)'),
+  RATE_LIMIT_ENTERPRISE: Int(6000, 1, 10_000_000, 'requests per window, tier enterprise (reads)'),
+  RATE_LIMIT_INGEST_FACTOR: Num(0.5, 0.01, 'ingest limit = tier limit × this: ingest costs money downstream'),
+  RATE_LIMIT_ANONYMOUS: Int(600, 1, 10_000_000, 'per-IP requests per window when no key applies (AUTH=off)'),
+  QUOTA_FREE_DAILY: Int(1_000, 0, 1e12, 'conversations per UTC day, tier free'),
+  QUOTA_FREE_MONTHLY: Int(20_000, 0, 1e12, 'conversations per UTC month, tier free'),
+  QUOTA_PRO_DAILY: Int(100_000, 0, 1e12, 'conversations per UTC day, tier pro'),
+  QUOTA_PRO_MONTHLY: Int(2_000_000, 0, 1e12, 'conversations per UTC month, tier pro'),
+  QUOTA_ENTERPRISE_DAILY: Int(10_000_000, 0, 1e12, 'conversations per UTC day, tier enterprise'),
+  QUOTA_ENTERPRISE_MONTHLY: Int(200_000_000, 0, 1e12, 'conversations per UTC month, tier enterprise'),
+
+  // Input limits (the contract's defaults)
+  BODY_LIMIT_BYTES: Int(1_048_576, 1024, 1_073_741_824, 'max body of a single ingest or any other route'),
+  BATCH_BODY_LIMIT_BYTES: Int(16_777_216, 1024, 1_073_741_824, 'max body of a batch ingest'),
+  BATCH_MAX_ITEMS: Int(1000, 1, 100_000, 'conversations per batch request'),
+  MAX_MESSAGES: Int(500, 1, 100_000, 'messages per conversation'),
+  MAX_CONTENT_CHARS: Int(32_000, 1, 10_000_000, 'characters per message'),
+  METADATA_MAX_BYTES: Int(8192, 2, 1_048_576, 'serialized metadata size'),
+  METADATA_MAX_DEPTH: Int(4, 1, 64, 'metadata nesting depth'),
+
+  // Queue, worker, leases
+  WORKER_ENABLED: Type.Boolean({ default: true, description: 'run the analysis worker in this process' }),
+  QUEUE_MAX: Int(10_000, 1, 10_000_000, 'in-process queue of ids; beyond it rows wait in the database (bounded memory)'),
+  BACKLOG_HARD_LIMIT: Int(5_000_000, 1, 1e12, 'pending rows above which ingest answers 503 instead of piling up'),
+  WORKER_CONCURRENCY: Int(2, 1, 256, 'batches in flight per process'),
+  BATCH_MIN: Int(1, 1, 10_000, 'smallest adaptive batch'),
+  BATCH_MAX: Int(100, 1, 10_000, 'largest adaptive batch'),
+  BATCH_INITIAL: Int(20, 1, 10_000, 'batch size at start'),
+  BATCH_LATENCY_TARGET_MS: Int(10_000, 1, 600_000, 'a batch slower than this shrinks the batch size'),
+  SWEEP_INTERVAL_MS: Int(1_000, 10, 600_000, 'how often the sweep reclaims expired leases, refreshes the backlog and wakes the worker'),
+  LEASE_SECONDS: Int(300, 1, 86_400, 'a claim not finished by then is reclaimed by any instance; must exceed model timeout × retries'),
+  MAX_ATTEMPTS: Int(5, 1, 100, 'claims before a conversation becomes a dead letter (failed)'),
+  RETRY_BASE_MS: Int(2_000, 0, 3_600_000, 'first back-off after a failed analysis; doubles per attempt'),
+  STUCK_AFTER_SECONDS: Int(300, 1, 86_400, 'work waiting and no batch finished for this long → /health answers 503 stuck'),
+  SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 600_000, 'how long shutdown waits for in-flight batches'),
+
+  // Prefilter
+  PREFILTER_ENABLED: Type.Boolean({ default: true }),
+  PREFILTER_MIN_USER_CHARS: Int(12, 0, 100_000, 'user text shorter than this (after removing links and boilerplate) is skipped'),
+  PREFILTER_MIN_USER_WORDS: Int(3, 0, 100_000, 'user text with fewer words is skipped'),
+  PREFILTER_BOILERPLATE: Type.String({
+    default: 'hi,hello,hey,thanks,thank you,ok,okay,bye,test,yes,no,ping',
+    description: 'comma-separated phrases that alone carry no signal'
+  }),
+
+  // Analysis cache
+  CACHE_TTL_SECONDS: Int(7 * 86_400, 0, 10 * 365 * 86_400, 'how long a cached insight may be reused'),
+  CACHE_LRU_SIZE: Int(10_000, 0, 10_000_000, 'in-memory entries in front of the cache table'),
+
+  // Model
+  MODEL_PROVIDER: Type.Union([Type.Literal('local'), Type.Literal('openai-compatible')], { default: 'local' }),
+  MODEL_BASE_URL: Type.Optional(Type.String({ minLength: 1 })),
+  MODEL_API_KEY: Type.Optional(Type.String()),
+  MODEL_NAME: Type.Optional(Type.String({ minLength: 1 })),
+  MODEL_TIMEOUT_MS: Int(60_000, 100, 600_000, 'per model call; a hung call is aborted'),
+  MODEL_MAX_RETRIES: Int(3, 0, 20, 'retries of one call on network errors, 429 and 5xx'),
+  MODEL_RETRY_BASE_MS: Int(500, 0, 600_000, 'base of exponential back-off with full jitter'),
+  MODEL_RETRY_MAX_MS: Int(30_000, 0, 3_600_000, 'cap of one back-off (and of an honoured Retry-After)'),
+  MODEL_CONCURRENCY: Int(4, 1, 256, 'model calls in flight per process'),
+  MODEL_MAX_CONNECTIONS: Int(8, 1, 1024, 'keep-alive connections to the model host'),
+  MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION: Int(1_500, 50, 1_000_000, 'conversation text is trimmed to this many tokens'),
+  MODEL_JSON_MODE: Type.Boolean({ default: true, description: 'send response_format json_object' }),
+  MODEL_PRICE_INPUT_PER_MTOK: Num(0, 0, 'USD per million input tokens'),
+  MODEL_PRICE_OUTPUT_PER_MTOK: Num(0, 0, 'USD per million output tokens'),
+  MODEL_PRICES: Type.String({
+    default: '',
+    description: 'per-model prices overriding the two above: "model=in/out,model2=in/out" in USD per million tokens'
+  }),
+  DAILY_BUDGET_USD: Type.Optional(Type.Number({ minimum: 0 })),
+  BREAKER_FAILURE_THRESHOLD: Int(5, 1, 1000, 'consecutive failed batches that open the circuit'),
+  BREAKER_COOLDOWN_MS: Int(30_000, 10, 3_600_000, 'how long the circuit stays open before a half-open probe')
+})
+
+export type Config = Readonly<Static<typeof ConfigSchema>>
+
+export class ConfigError extends Error {}
+
+/** Parse and validate an environment; throws ConfigError naming the variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  let parsed: Static<typeof ConfigSchema>
+  try {
+    parsed = envSchema<Static<typeof ConfigSchema>>({
+      schema: ConfigSchema as object,
+      data: env,
+      dotenv: false
+    })
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${(err as Error).message}`)
+  }
+  if (parsed.BATCH_MIN > parsed.BATCH_MAX) throw new ConfigError('invalid configuration: BATCH_MIN must be <= BATCH_MAX')
+  if (parsed.MODEL_PROVIDER === 'openai-compatible') {
+    for (const name of ['MODEL_BASE_URL', 'MODEL_NAME'] as const) {
+      if (!parsed[name]) throw new ConfigError(`invalid configuration: ${name} is required when MODEL_PROVIDER=openai-compatible`)
+    }
+  }
+  parseModelPrices(parsed.MODEL_PRICES) // validates format early
+  return Object.freeze(parsed)
+}
+
+/** "grok-4=3/15,gpt-4o-mini=0.15/0.6" → map of USD per million tokens. */
+export function parseModelPrices(spec: string): Map<string, { input: number; output: number }> {
+  const prices = new Map<string, { input: number; output: number }>()
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([^=]+)=([0-9.]+)\/([0-9.]+)$/.exec(part)
+    if (!m) throw new ConfigError(`invalid configuration: MODEL_PRICES entry "${part}" must look like model=in/out`)
+    prices.set(m[1]!.trim(), { input: Number(m[2]), output: Number(m[3]) })
+  }
+  return prices
+}

@@ -1,0 +1,47 @@
+// The analysis cache table: insights keyed by normalized text, analyzer and prompt version.
+import { and, gt, inArray, lt, sql } from 'drizzle-orm'
+import type { InsightFields } from '../analyzers/analyzer.ts'
+import type { Database } from './client.ts'
+import { analysisCache } from './schema.ts'
+
+export function analysisCacheRepository(database: Database) {
+  const { db } = database
+  return {
+    async getMany(keys: string[]): Promise<Map<string, InsightFields>> {
+      if (keys.length === 0) return new Map()
+      const rows = await db
+        .select({ key: analysisCache.key, insight: analysisCache.insight })
+        .from(analysisCache)
+        .where(and(inArray(analysisCache.key, keys), gt(analysisCache.expiresAt, new Date())))
+      return new Map(rows.map((r) => [r.key, r.insight as InsightFields]))
+    },
+
+    async putMany(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[], ttlSeconds: number) {
+      if (entries.length === 0) return
+      const now = Date.now()
+      await db
+        .insert(analysisCache)
+        .values(entries.map((e) => ({ ...e, expiresAt: new Date(now + ttlSeconds * 1000) })))
+        .onConflictDoUpdate({
+          target: analysisCache.key,
+          set: { insight: sql`excluded.insight`, expiresAt: sql`excluded.expires_at`, createdAt: sql`now()` }
+        })
+    },
+
+    async addHits(counts: Map<string, number>) {
+      for (const [key, n] of counts) {
+        await db
+          .update(analysisCache)
+          .set({ hits: sql`${analysisCache.hits} + ${n}` })
+          .where(inArray(analysisCache.key, [key]))
+      }
+    },
+
+    async purgeExpired(): Promise<number> {
+      const rows = await db.delete(analysisCache).where(lt(analysisCache.expiresAt, new Date())).returning({ key: analysisCache.key })
+      return rows.length
+    }
+  }
+}
+
+export type AnalysisCacheRepository = ReturnType<typeof analysisCacheRepository>

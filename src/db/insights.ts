@@ -1,0 +1,139 @@
+// Insights: stored by the worker (with the conversation's status, in one transaction),
+// listed and summarised for analysts with keyset pagination.
+import { and, arrayContains, eq, gte, inArray, lt, type SQL, sql } from 'drizzle-orm'
+import type { InsightFields } from '../analyzers/analyzer.ts'
+import type { Database } from './client.ts'
+import { conversations, insights } from './schema.ts'
+
+export interface NewInsight extends InsightFields {
+  conversationId: string
+  source: string
+  model: string
+  promptVersion: string
+  cached: boolean
+  inputTokens: number
+  outputTokens: number
+  costUsd: number
+}
+
+export interface InsightFilters {
+  source?: string
+  sentiment?: string
+  topic?: string
+  intent?: string
+  urgency?: string
+  since?: Date
+  until?: Date
+}
+
+export type InsightRow = typeof insights.$inferSelect
+
+export interface Cursor {
+  createdAt: Date
+  id: string
+}
+
+export function insightsRepository(database: Database) {
+  const { db } = database
+
+  function where(f: InsightFilters, cursor?: Cursor): SQL | undefined {
+    return and(
+      f.source !== undefined ? eq(insights.source, f.source) : undefined,
+      f.sentiment !== undefined ? eq(insights.sentiment, f.sentiment) : undefined,
+      f.intent !== undefined ? eq(insights.intent, f.intent) : undefined,
+      f.urgency !== undefined ? eq(insights.urgency, f.urgency) : undefined,
+      f.topic !== undefined ? arrayContains(insights.topics, [f.topic]) : undefined,
+      f.since !== undefined ? gte(insights.createdAt, f.since) : undefined,
+      f.until !== undefined ? lt(insights.createdAt, f.until) : undefined,
+      // row-value comparison so the (created_at DESC, id DESC) index serves the page directly
+      cursor ? sql`(${insights.createdAt}, ${insights.conversationId}) < (${cursor.createdAt}, ${cursor.id})` : undefined
+    )
+  }
+
+  return {
+    /**
+     * Stores insights and marks their conversations analysed, atomically. The insight's
+     * primary key is the conversation id, so a second writer (an expired lease finishing
+     * late) inserts nothing; only rows this owner still holds change status.
+     */
+    async storeMany(items: NewInsight[], owner: string): Promise<{ stored: string[] }> {
+      if (items.length === 0) return { stored: [] }
+      // ms precision (JS Date) so a cursor built from a row compares exactly with it
+      const now = new Date()
+      return db.transaction(async (tx) => {
+        const inserted = await tx
+          .insert(insights)
+          .values(items.map(({ sentiment_score, ...i }) => ({ ...i, sentimentScore: sentiment_score, createdAt: now })))
+          .onConflictDoNothing()
+          .returning({ id: insights.conversationId })
+        const ids = items.map((i) => i.conversationId)
+        await tx
+          .update(conversations)
+          .set({ status: 'analyzed', analyzedAt: now, updatedAt: now, leaseOwner: null, leaseExpiresAt: null, lastError: null })
+          .where(and(inArray(conversations.id, ids), eq(conversations.status, 'processing'), eq(conversations.leaseOwner, owner)))
+        return { stored: inserted.map((r) => r.id) }
+      })
+    },
+
+    async getByConversation(id: string): Promise<InsightRow | null> {
+      const rows = await db.select().from(insights).where(eq(insights.conversationId, id)).limit(1)
+      return rows[0] ?? null
+    },
+
+    async getMany(ids: string[]): Promise<InsightRow[]> {
+      if (ids.length === 0) return []
+      return db.select().from(insights).where(inArray(insights.conversationId, ids))
+    },
+
+    /** Newest first; fetches limit+1 to know whether a next page exists. */
+    async list(filters: InsightFilters, limit: number, cursor?: Cursor): Promise<{ items: InsightRow[]; next?: Cursor }> {
+      const rows = await db
+        .select()
+        .from(insights)
+        .where(where(filters, cursor))
+        .orderBy(sql`${insights.createdAt} DESC`, sql`${insights.conversationId} DESC`)
+        .limit(limit + 1)
+      const items = rows.slice(0, limit)
+      const last = items[items.length - 1]
+      return { items, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.conversationId } : undefined }
+    },
+
+    async summary(filters: InsightFilters) {
+      const w = where(filters)
+      const whereSql = w ? sql`WHERE ${w}` : sql``
+      const q = <T>(s: SQL) => database.query<T>(s)
+      const [totals, sentiments, urgencies, topics, days] = await Promise.all([
+        q<{ n: number }>(sql`SELECT count(*)::int AS n FROM ${insights} ${whereSql}`),
+        q<{ k: string; n: number }>(sql`SELECT sentiment AS k, count(*)::int AS n FROM ${insights} ${whereSql} GROUP BY 1`),
+        q<{ k: string; n: number }>(sql`SELECT urgency AS k, count(*)::int AS n FROM ${insights} ${whereSql} GROUP BY 1`),
+        q<{ topic: string; n: number }>(
+          sql`SELECT t AS topic, count(*)::int AS n FROM ${insights}, unnest(${insights.topics}) AS t ${whereSql}
+              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10`
+        ),
+        q<{ day: string; n: number; avg: number | string | null }>(
+          sql`SELECT to_char(${insights.createdAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)::int AS n,
+                avg(${insights.sentimentScore})::float8 AS avg
+              FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 1`
+        )
+      ])
+      const tally = (rows: { k: string; n: number }[], keys: readonly string[]) => {
+        const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]))
+        for (const r of rows) out[r.k] = Number(r.n)
+        return out
+      }
+      return {
+        total: Number(totals[0]?.n ?? 0),
+        by_sentiment: tally(sentiments, ['positive', 'neutral', 'negative', 'mixed']),
+        by_urgency: tally(urgencies, ['low', 'medium', 'high']),
+        top_topics: topics.map((t) => ({ topic: t.topic, count: Number(t.n) })),
+        by_day: days.map((d) => ({
+          day: d.day,
+          count: Number(d.n),
+          avg_sentiment: d.avg === null ? 0 : Math.round(Number(d.avg) * 1000) / 1000
+        }))
+      }
+    }
+  }
+}
+
+export type InsightsRepository = ReturnType<typeof insightsRepository>

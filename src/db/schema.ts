@@ -1,0 +1,152 @@
+// Drizzle table definitions: the single source of the database schema. drizzle-kit turns
+// changes here into SQL files in migrations/ (npm run db:generate).
+import { sql } from 'drizzle-orm'
+import {
+  bigint,
+  boolean,
+  check,
+  date,
+  doublePrecision,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  real,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid
+} from 'drizzle-orm/pg-core'
+import type { Message } from '../analyzers/analyzer.ts'
+
+export const CONVERSATION_STATUSES = ['pending', 'processing', 'analyzed', 'skipped', 'failed'] as const
+export type ConversationStatus = (typeof CONVERSATION_STATUSES)[number]
+
+const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
+
+export const conversations = pgTable(
+  'conversations',
+  {
+    // UUIDv7, made by the app: time-ordered, so the primary key index grows at its right edge.
+    id: uuid('id').primaryKey(),
+    source: text('source').notNull(),
+    externalId: text('external_id'),
+    messages: jsonb('messages').$type<Message[]>().notNull(),
+    metadata: jsonb('metadata').$type<Record<string, unknown>>(),
+    status: text('status').$type<ConversationStatus>().notNull().default('pending'),
+    skipReason: text('skip_reason'),
+    attempts: integer('attempts').notNull().default(0),
+    textHash: text('text_hash').notNull(),
+    receivedAt: tstz('received_at').notNull().defaultNow(),
+    analyzedAt: tstz('analyzed_at'),
+    updatedAt: tstz('updated_at').notNull().defaultNow(),
+    // earliest time a pending row may be claimed again (back-off after a failed attempt)
+    availableAt: tstz('available_at').notNull().defaultNow(),
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    lastError: text('last_error')
+  },
+  (t) => [
+    // the idempotency key; rows without external_id never collide (NULLs are distinct)
+    uniqueIndex('conversations_source_external_id_uq').on(t.source, t.externalId),
+    // claims take the oldest pending rows; partial, so it stays as small as the backlog
+    index('conversations_pending_idx').on(t.receivedAt, t.id).where(sql`status = 'pending'`),
+    // the sweep finds expired leases of crashed instances
+    index('conversations_processing_lease_idx').on(t.leaseExpiresAt).where(sql`status = 'processing'`),
+    // dead letters, newest failure first
+    index('conversations_failed_idx').on(t.updatedAt, t.id).where(sql`status = 'failed'`),
+    check('conversations_status_ck', sql`status in ('pending', 'processing', 'analyzed', 'skipped', 'failed')`)
+  ]
+)
+
+export const insights = pgTable(
+  'insights',
+  {
+    // one insight per conversation, enforced here: a lease that expires during a slow model
+    // call can never produce a second insight
+    conversationId: uuid('conversation_id')
+      .primaryKey()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    source: text('source').notNull(),
+    sentiment: text('sentiment').notNull(),
+    sentimentScore: real('sentiment_score').notNull(),
+    topics: text('topics').array().notNull().default(sql`'{}'::text[]`),
+    intent: text('intent').notNull(),
+    urgency: text('urgency').notNull(),
+    summary: text('summary').notNull(),
+    language: text('language').notNull(),
+    model: text('model').notNull(),
+    promptVersion: text('prompt_version').notNull(),
+    cached: boolean('cached').notNull().default(false),
+    inputTokens: integer('input_tokens').notNull().default(0),
+    outputTokens: integer('output_tokens').notNull().default(0),
+    costUsd: doublePrecision('cost_usd').notNull().default(0),
+    createdAt: tstz('created_at').notNull().defaultNow()
+  },
+  (t) => [
+    // keyset pagination, newest first; one composite index per equality filter keeps a
+    // filtered page an index range scan at millions of rows
+    index('insights_created_idx').on(t.createdAt.desc(), t.conversationId.desc()),
+    index('insights_source_created_idx').on(t.source, t.createdAt.desc(), t.conversationId.desc()),
+    index('insights_sentiment_created_idx').on(t.sentiment, t.createdAt.desc(), t.conversationId.desc()),
+    index('insights_urgency_created_idx').on(t.urgency, t.createdAt.desc(), t.conversationId.desc()),
+    index('insights_intent_created_idx').on(t.intent, t.createdAt.desc(), t.conversationId.desc()),
+    index('insights_topics_gin').using('gin', t.topics)
+  ]
+)
+
+export const analysisCache = pgTable(
+  'analysis_cache',
+  {
+    // sha256(normalized text hash, model, prompt version)
+    key: text('key').primaryKey(),
+    model: text('model').notNull(),
+    promptVersion: text('prompt_version').notNull(),
+    insight: jsonb('insight').notNull(),
+    hits: integer('hits').notNull().default(0),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    expiresAt: tstz('expires_at').notNull()
+  },
+  (t) => [index('analysis_cache_expires_idx').on(t.expiresAt)]
+)
+
+// Tokens, calls and cost per UTC day and model: the budget reads today's row, /usage reads all.
+export const modelUsage = pgTable(
+  'model_usage',
+  {
+    day: date('day', { mode: 'string' }).notNull(),
+    model: text('model').notNull(),
+    calls: integer('calls').notNull().default(0),
+    inputTokens: bigint('input_tokens', { mode: 'number' }).notNull().default(0),
+    outputTokens: bigint('output_tokens', { mode: 'number' }).notNull().default(0),
+    costUsd: doublePrecision('cost_usd').notNull().default(0)
+  },
+  (t) => [primaryKey({ columns: [t.day, t.model] })]
+)
+
+export const apiKeys = pgTable('api_keys', {
+  id: uuid('id').primaryKey(),
+  name: text('name').notNull(),
+  // sha256 of the whole key; the key itself is never stored
+  keyHash: text('key_hash').notNull().unique(),
+  prefix: text('prefix').notNull(),
+  scopes: text('scopes').array().notNull(),
+  tier: text('tier').notNull().default('free'),
+  createdAt: tstz('created_at').notNull().defaultNow(),
+  revokedAt: tstz('revoked_at')
+})
+
+// Conversations accepted per key and period ('d:2026-11-26', 'm:2026-11'): quotas survive
+// restarts and are shared by every instance.
+export const keyUsage = pgTable(
+  'key_usage',
+  {
+    keyId: uuid('key_id')
+      .notNull()
+      .references(() => apiKeys.id, { onDelete: 'cascade' }),
+    period: text('period').notNull(),
+    conversations: bigint('conversations', { mode: 'number' }).notNull().default(0)
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.period] })]
+)

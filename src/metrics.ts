@@ -1,0 +1,132 @@
+// Every metric Gleaner exports, defined once on a Registry per app instance (tests build
+// many apps in one process; a global registry would collide). Names and labels are the
+// contract's (../shared/API.md); label values are bounded sets, never ids or raw URLs.
+import client from 'prom-client'
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+const MODEL_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120]
+const INSIGHT_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600]
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new client.Registry()
+  if (opts.defaultMetrics !== false) {
+    client.collectDefaultMetrics({ register: registry })
+    // prom-client names these gauges *_total, which promtool rejects as counters-in-disguise;
+    // they carry nothing we alert on, so they are dropped rather than renamed.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      registry.removeSingleMetric(name)
+    }
+  }
+  const r = [registry]
+  return {
+    registry,
+    httpRequests: new client.Counter({
+      name: 'gleaner_http_requests_total',
+      help: 'HTTP requests answered, by route template and status',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers: r
+    }),
+    httpDuration: new client.Histogram({
+      name: 'gleaner_http_request_duration_seconds',
+      help: 'HTTP request duration by route template',
+      labelNames: ['method', 'route'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: r
+    }),
+    ingested: new client.Counter({
+      name: 'gleaner_conversations_ingested_total',
+      help: 'Conversations received, by source and outcome',
+      labelNames: ['source', 'outcome'] as const,
+      registers: r
+    }),
+    queueDepth: new client.Gauge({
+      name: 'gleaner_queue_depth',
+      help: 'Conversation ids waiting in this process\'s in-process queue',
+      registers: r
+    }),
+    backlog: new client.Gauge({
+      name: 'gleaner_backlog_conversations',
+      help: 'Conversations not yet analysed, by status, read from the shared database',
+      labelNames: ['status'] as const,
+      registers: r
+    }),
+    batchSize: new client.Gauge({
+      name: 'gleaner_batch_size',
+      help: 'Current adaptive batch size',
+      registers: r
+    }),
+    prefilterSkips: new client.Counter({
+      name: 'gleaner_prefilter_skips_total',
+      help: 'Conversations skipped by the prefilter, by reason',
+      labelNames: ['reason'] as const,
+      registers: r
+    }),
+    cacheRequests: new client.Counter({
+      name: 'gleaner_analysis_cache_requests_total',
+      help: 'Analysis cache look-ups, by result',
+      labelNames: ['result'] as const,
+      registers: r
+    }),
+    modelCalls: new client.Counter({
+      name: 'gleaner_model_calls_total',
+      help: 'Model calls, by model and outcome',
+      labelNames: ['model', 'outcome'] as const,
+      registers: r
+    }),
+    modelDuration: new client.Histogram({
+      name: 'gleaner_model_call_duration_seconds',
+      help: 'Duration of one model call (one batch prompt)',
+      labelNames: ['model'] as const,
+      buckets: MODEL_BUCKETS,
+      registers: r
+    }),
+    modelTokens: new client.Counter({
+      name: 'gleaner_model_tokens_total',
+      help: 'Model tokens, by model and type',
+      labelNames: ['model', 'type'] as const,
+      registers: r
+    }),
+    modelCost: new client.Counter({
+      name: 'gleaner_model_cost_usd_total',
+      help: 'Model spend in US dollars, by model',
+      labelNames: ['model'] as const,
+      registers: r
+    }),
+    circuitState: new client.Gauge({
+      name: 'gleaner_circuit_state',
+      help: 'Model circuit breaker: 0 closed, 1 half_open, 2 open',
+      registers: r
+    }),
+    insightsStored: new client.Counter({
+      name: 'gleaner_insights_stored_total',
+      help: 'Insights stored, by model and whether served from the cache',
+      labelNames: ['model', 'cached'] as const,
+      registers: r
+    }),
+    analysisFailures: new client.Counter({
+      name: 'gleaner_analysis_failures_total',
+      help: 'Failed analysis attempts, by reason',
+      labelNames: ['reason'] as const,
+      registers: r
+    }),
+    insightLatency: new client.Histogram({
+      name: 'gleaner_insight_latency_seconds',
+      help: 'From ingest commit to insight commit',
+      buckets: INSIGHT_BUCKETS,
+      registers: r
+    }),
+    workerPaused: new client.Gauge({
+      name: 'gleaner_worker_paused',
+      help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted)',
+      labelNames: ['reason'] as const,
+      registers: r
+    }),
+    budgetRemaining: new client.Gauge({
+      name: 'gleaner_budget_remaining_usd',
+      help: 'Remaining model budget for the current UTC day (absent when no budget is set)',
+      registers: r
+    })
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,55 @@
+// The analysis cache stage: identical conversations (same normalized text, analyzer and
+// prompt version) are analysed once. An LRU in memory answers hot keys without a query;
+// the table behind it is shared by every instance and survives restarts.
+import { LRUCache } from 'lru-cache'
+import type { InsightFields } from '../analyzers/analyzer.ts'
+import type { AnalysisCacheRepository } from '../db/analysis-cache.ts'
+
+export class AnalysisCache {
+  private readonly lru: LRUCache<string, InsightFields> | null
+  private pendingHits = new Map<string, number>()
+
+  constructor(
+    private readonly repo: AnalysisCacheRepository,
+    private readonly opts: { ttlSeconds: number; lruSize: number }
+  ) {
+    this.lru = opts.lruSize > 0 && opts.ttlSeconds > 0 ? new LRUCache({ max: opts.lruSize, ttl: opts.ttlSeconds * 1000 }) : null
+  }
+
+  get enabled() {
+    return this.opts.ttlSeconds > 0
+  }
+
+  async lookup(keys: string[]): Promise<Map<string, InsightFields>> {
+    const found = new Map<string, InsightFields>()
+    if (!this.enabled) return found
+    const misses: string[] = []
+    for (const k of new Set(keys)) {
+      const v = this.lru?.get(k)
+      if (v) found.set(k, v)
+      else misses.push(k)
+    }
+    if (misses.length) {
+      for (const [k, v] of await this.repo.getMany(misses)) {
+        found.set(k, v)
+        this.lru?.set(k, v)
+      }
+    }
+    for (const k of keys) if (found.has(k)) this.pendingHits.set(k, (this.pendingHits.get(k) ?? 0) + 1)
+    return found
+  }
+
+  async store(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[]): Promise<void> {
+    if (!this.enabled || entries.length === 0) return
+    await this.repo.putMany(entries, this.opts.ttlSeconds)
+    for (const e of entries) this.lru?.set(e.key, e.insight)
+  }
+
+  /** Hit counts are written in the background sweep, not on the hot path. */
+  async flushHits(): Promise<void> {
+    if (this.pendingHits.size === 0) return
+    const hits = this.pendingHits
+    this.pendingHits = new Map()
+    await this.repo.addHits(hits)
+  }
+}

@@ -1,0 +1,45 @@
+// Normalized text: what the cache key and the conversation's text hash are computed from.
+// Two transcripts that differ only in case, spacing or timestamps analyse the same.
+import { createHash } from 'node:crypto'
+import type { Message } from '../analyzers/analyzer.ts'
+
+const ANALYSED_ROLES = new Set(['user', 'assistant', 'agent'])
+
+export function normalizeText(messages: Message[]): string {
+  const lines: string[] = []
+  for (const m of messages) {
+    if (!ANALYSED_ROLES.has(m.role)) continue
+    const text = m.content.normalize('NFKC').toLowerCase().replace(/\s+/g, ' ').trim()
+    if (text) lines.push(`${m.role === 'user' ? 'u' : 'a'}:${text}`)
+  }
+  return lines.join('\n')
+}
+
+export const sha256 = (s: string) => createHash('sha256').update(s).digest('hex')
+
+export const textHash = (messages: Message[]) => sha256(normalizeText(messages))
+
+/** The cache key also names the analyzer and prompt: a new prompt or model never reuses old answers. */
+export const cacheKey = (hash: string, model: string, promptVersion: string) => sha256(`${hash}\u0000${model}\u0000${promptVersion}`)
+
+/**
+ * PostgreSQL cannot store NUL in text or jsonb, and rejects lone UTF-16 surrogates in JSON:
+ * remove the first, replace the second with U+FFFD, so such input is stored instead of
+ * failing with a 500.
+ */
+export function storableText(s: string): string {
+  const noNul = s.includes('\u0000') ? s.replaceAll('\u0000', '') : s
+  return noNul.isWellFormed() ? noNul : noNul.toWellFormed()
+}
+
+/** Deep copy of JSON metadata with every string (keys too) made storable. */
+export function storableJson(v: unknown): unknown {
+  if (typeof v === 'string') return storableText(v)
+  if (Array.isArray(v)) return v.map(storableJson)
+  if (v && typeof v === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [k, val] of Object.entries(v)) out[storableText(k)] = storableJson(val)
+    return out
+  }
+  return v
+}

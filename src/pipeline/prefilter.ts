@@ -1,0 +1,58 @@
+// Prefilter: a cheap judgement, before any analysis is paid for, of whether a conversation
+// carries enough of the customer's own words to be worth analysing.
+import type { Message } from '../analyzers/analyzer.ts'
+
+export type SkipReason = 'no_user_message' | 'too_short' | 'boilerplate_only' | 'links_only'
+export type PrefilterVerdict = { skip: false } | { skip: true; reason: SkipReason }
+
+export interface PrefilterOptions {
+  enabled: boolean
+  minUserChars: number
+  minUserWords: number
+  boilerplate: Set<string>
+}
+
+export function prefilterOptionsFrom(config: {
+  PREFILTER_ENABLED: boolean
+  PREFILTER_MIN_USER_CHARS: number
+  PREFILTER_MIN_USER_WORDS: number
+  PREFILTER_BOILERPLATE: string
+}): PrefilterOptions {
+  return {
+    enabled: config.PREFILTER_ENABLED,
+    minUserChars: config.PREFILTER_MIN_USER_CHARS,
+    minUserWords: config.PREFILTER_MIN_USER_WORDS,
+    boilerplate: new Set(
+      config.PREFILTER_BOILERPLATE.split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean)
+    )
+  }
+}
+
+const URL_RE = /\b(?:https?:\/\/|www\.)\S+/giu
+const HAS_URL_RE = /(?:https?:\/\/|www\.)\S+/iu
+const EMAIL_RE = /\S+@\S+\.\S+/gu
+const PUNCT_RE = /[\p{P}\p{S}]+/gu
+
+export function prefilter(messages: Message[], opts: PrefilterOptions): PrefilterVerdict {
+  if (!opts.enabled) return { skip: false }
+  const userTexts = messages.filter((m) => m.role === 'user').map((m) => m.content)
+  if (userTexts.length === 0) return { skip: true, reason: 'no_user_message' }
+
+  const raw = userTexts.join(' ')
+  const withoutLinks = raw.replace(URL_RE, ' ').replace(EMAIL_RE, ' ')
+  const words = withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u).filter(Boolean)
+  if (words.length === 0) {
+    return HAS_URL_RE.test(raw) ? { skip: true, reason: 'links_only' } : { skip: true, reason: 'too_short' }
+  }
+  // every user message is a greeting/thanks/… alone → nothing to learn from
+  const allBoilerplate = userTexts.every((t) => {
+    const norm = t.replace(URL_RE, ' ').replace(PUNCT_RE, ' ').toLowerCase().replace(/\s+/gu, ' ').trim()
+    return norm === '' || opts.boilerplate.has(norm)
+  })
+  if (allBoilerplate) return { skip: true, reason: 'boilerplate_only' }
+  const chars = words.join(' ').length
+  if (chars < opts.minUserChars || words.length < opts.minUserWords) return { skip: true, reason: 'too_short' }
+  return { skip: false }
+}

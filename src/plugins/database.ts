@@ -1,0 +1,40 @@
+// The database resource: opens PostgreSQL or PGlite, applies migrations, builds the
+// repositories, and closes the pool last (registered first, so its onClose runs last).
+import fp from 'fastify-plugin'
+import type { Logger } from 'pino'
+import { analysisCacheRepository } from '../db/analysis-cache.ts'
+import { type Database, openDatabase } from '../db/client.ts'
+import { conversationsRepository } from '../db/conversations.ts'
+import { insightsRepository } from '../db/insights.ts'
+import { usageRepository } from '../db/usage.ts'
+import type { Config } from '../config.ts'
+
+export interface Repositories {
+  conversations: ReturnType<typeof conversationsRepository>
+  insights: ReturnType<typeof insightsRepository>
+  analysisCache: ReturnType<typeof analysisCacheRepository>
+  usage: ReturnType<typeof usageRepository>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    database: Database
+    repos: Repositories
+  }
+}
+
+export default fp(
+  async (app, opts: { config: Config; logger: Logger; database?: Database }) => {
+    const database = opts.database ?? (await openDatabase(opts.config, opts.logger))
+    app.decorate('database', database)
+    app.decorate('repos', {
+      conversations: conversationsRepository(database),
+      insights: insightsRepository(database),
+      analysisCache: analysisCacheRepository(database),
+      usage: usageRepository(database)
+    })
+    // a database handed in by the caller (tests sharing one PGlite) is the caller's to close
+    if (!opts.database) app.addHook('onClose', async () => database.close())
+  },
+  { name: 'database' }
+)

@@ -1,0 +1,156 @@
+// Admin routes: model usage and budget, dead letters.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { badRequest, notFound } from '../errors.ts'
+import { ErrorBody, IdParams } from './schemas.ts'
+
+const Day = Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}$' })
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+const UsageOut = Type.Object({
+  days: Type.Array(
+    Type.Object({
+      day: Type.String(),
+      model: Type.String(),
+      calls: Type.Integer(),
+      input_tokens: Type.Integer(),
+      output_tokens: Type.Integer(),
+      cost_usd: Type.Number()
+    })
+  ),
+  totals: Type.Object({ calls: Type.Integer(), input_tokens: Type.Integer(), output_tokens: Type.Integer(), cost_usd: Type.Number() }),
+  budget: Type.Object({
+    daily_limit_usd: Type.Union([Type.Number(), Type.Null()]),
+    spent_today_usd: Type.Number(),
+    remaining_today_usd: Type.Union([Type.Number(), Type.Null()]),
+    resets_at: Type.String(),
+    exhausted: Type.Boolean()
+  })
+})
+
+const DeadLetter = Type.Object({
+  id: Type.String(),
+  source: Type.String(),
+  external_id: Type.Union([Type.String(), Type.Null()]),
+  attempts: Type.Integer(),
+  last_error: Type.Union([Type.String(), Type.Null()]),
+  received_at: Type.String(),
+  failed_at: Type.String()
+})
+
+const validDay = (s: string) => !Number.isNaN(new Date(`${s}T00:00:00Z`).getTime()) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s)
+
+const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const round = (n: number) => Math.round(n * 1e6) / 1e6
+
+  app.get(
+    '/api/v1/usage',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['admin'],
+        summary: 'Model tokens, calls and cost per UTC day and model, and the remaining daily budget',
+        querystring: Type.Object({ since: Type.Optional(Day), until: Type.Optional(Day) }, { additionalProperties: false }),
+        response: { 200: UsageOut, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req) => {
+      const { since, until } = req.query
+      for (const d of [since, until]) if (d && !validDay(d)) throw badRequest(`${d} is not a valid day (YYYY-MM-DD)`)
+      const rows = await app.repos.usage.report(since, until)
+      const budget = app.pipeline.budget
+      const days = rows.map((r) => ({
+        day: r.day,
+        model: r.model,
+        calls: r.calls,
+        input_tokens: Number(r.inputTokens),
+        output_tokens: Number(r.outputTokens),
+        cost_usd: round(r.costUsd)
+      }))
+      const remaining = budget.remaining()
+      return {
+        days,
+        totals: {
+          calls: days.reduce((a, d) => a + d.calls, 0),
+          input_tokens: days.reduce((a, d) => a + d.input_tokens, 0),
+          output_tokens: days.reduce((a, d) => a + d.output_tokens, 0),
+          cost_usd: round(days.reduce((a, d) => a + d.cost_usd, 0))
+        },
+        budget: {
+          daily_limit_usd: budget.limit ?? null,
+          spent_today_usd: round(budget.spentToday()),
+          remaining_today_usd: remaining === null ? null : round(remaining),
+          resets_at: budget.resetsAt().toISOString(),
+          exhausted: budget.exhausted()
+        }
+      }
+    }
+  )
+
+  app.get(
+    '/api/v1/dead-letters',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['admin'],
+        summary: 'Conversations that failed analysis after the maximum attempts, newest failure first',
+        querystring: Type.Object(
+          { limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }), cursor: Type.Optional(Type.String({ maxLength: 200 })) },
+          { additionalProperties: false }
+        ),
+        response: {
+          200: Type.Object({ items: Type.Array(DeadLetter), next_cursor: Type.Union([Type.String(), Type.Null()]) }),
+          '4xx': ErrorBody,
+          '5xx': ErrorBody
+        }
+      }
+    },
+    async (req) => {
+      let before: { updatedAt: Date; id: string } | undefined
+      if (req.query.cursor) {
+        const [iso, id] = Buffer.from(req.query.cursor, 'base64url').toString().split('|')
+        const d = new Date(iso ?? '')
+        if (!id || !UUID_RE.test(id) || Number.isNaN(d.getTime())) throw badRequest('cursor is not valid')
+        before = { updatedAt: d, id }
+      }
+      const rows = await app.repos.conversations.listDeadLetters(req.query.limit + 1, before)
+      const items = rows.slice(0, req.query.limit)
+      const last = items[items.length - 1]
+      return {
+        items: items.map((r) => ({
+          id: r.id,
+          source: r.source,
+          external_id: r.externalId,
+          attempts: r.attempts,
+          last_error: r.lastError,
+          received_at: r.receivedAt.toISOString(),
+          failed_at: r.failedAt.toISOString()
+        })),
+        next_cursor:
+          rows.length > req.query.limit && last ? Buffer.from(`${last.failedAt.toISOString()}|${last.id}`).toString('base64url') : null
+      }
+    }
+  )
+
+  app.post(
+    '/api/v1/dead-letters/:id/retry',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['admin'],
+        summary: 'Put a dead letter back in the queue with fresh attempts',
+        params: IdParams,
+        response: { 202: Type.Object({ id: Type.String(), status: Type.Literal('pending') }), '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req, reply) => {
+      if (!UUID_RE.test(req.params.id) || !(await app.repos.conversations.retryDeadLetter(req.params.id))) {
+        throw notFound('dead letter')
+      }
+      app.pipeline.enqueue([req.params.id])
+      return reply.code(202).send({ id: req.params.id, status: 'pending' as const })
+    }
+  )
+}
+
+export default adminRoutes

@@ -1,0 +1,192 @@
+// Producer routes (ingest) and the analyst's conversation read.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { Message } from '../analyzers/analyzer.ts'
+import type { Config } from '../config.ts'
+import type { NewConversation } from '../db/conversations.ts'
+import { AppError, notFound, validationFailed } from '../errors.ts'
+import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
+import { prefilter } from '../pipeline/prefilter.ts'
+import { createBodyAjv, describeAjvErrors, type FieldError } from '../validation.ts'
+import { presentConversation } from './present.ts'
+import { BatchOut, type ConversationIn, conversationSchemas, ErrorBody, IdParams, IngestOut, ConversationOut } from './schemas.ts'
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** Checks JSON Schema cannot say: metadata depth and serialized size. */
+function metadataErrors(metadata: unknown, config: Config, prefix = ''): FieldError[] {
+  if (metadata === undefined) return []
+  const field = `${prefix}metadata`
+  const depth = (v: unknown, d: number): number => {
+    if (d > config.METADATA_MAX_DEPTH + 1) return d // deep enough to reject; stop walking hostile nesting
+    if (v && typeof v === 'object') {
+      let max = d
+      for (const x of Object.values(v)) max = Math.max(max, depth(x, d + 1))
+      return max
+    }
+    return d - 1
+  }
+  if (depth(metadata, 1) > config.METADATA_MAX_DEPTH) {
+    return [{ field, message: `${field} must be at most ${config.METADATA_MAX_DEPTH} levels deep` }]
+  }
+  if (Buffer.byteLength(JSON.stringify(metadata)) > config.METADATA_MAX_BYTES) {
+    return [{ field, message: `${field} must be at most ${config.METADATA_MAX_BYTES} bytes serialized` }]
+  }
+  return []
+}
+
+const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  const { ConversationIn: ConversationSchema, BatchIn } = conversationSchemas(config)
+  const validateItem = createBodyAjv().compile(ConversationSchema)
+  const { conversations } = app.repos
+  const { pipeline, metrics } = app
+  // Sources are client-chosen: cap the label set so a buggy producer cannot blow up /metrics.
+  const seenSources = new Set<string>()
+  const sourceLabel = (s: string) => {
+    if (seenSources.has(s)) return s
+    if (seenSources.size < 200) {
+      seenSources.add(s)
+      return s
+    }
+    return 'other'
+  }
+
+  const toRow = (c: ConversationIn): NewConversation => {
+    const messages: Message[] = c.messages.map((m) => ({
+      role: m.role as Message['role'],
+      content: storableText(m.content),
+      ...(m.at !== undefined ? { at: m.at } : {})
+    }))
+    const verdict = prefilter(messages, pipeline.prefilter)
+    return {
+      source: c.source,
+      externalId: c.external_id === undefined ? null : storableText(c.external_id),
+      messages,
+      metadata: c.metadata === undefined ? null : (storableJson(c.metadata) as Record<string, unknown>),
+      textHash: textHash(messages),
+      status: verdict.skip ? 'skipped' : 'pending',
+      skipReason: verdict.skip ? verdict.reason : null
+    }
+  }
+
+  const overloaded = () => {
+    const backlog = pipeline.worker.status().backlog.pending
+    if (backlog >= config.BACKLOG_HARD_LIMIT) {
+      throw new AppError('UNAVAILABLE', `the analysis backlog is over its limit (${config.BACKLOG_HARD_LIMIT}); retry later`, {
+        retryAfter: 30
+      })
+    }
+  }
+
+  const count = (source: string, outcome: 'accepted' | 'duplicate' | 'rejected' | 'skipped', n = 1) =>
+    metrics.ingested.inc({ source: sourceLabel(source), outcome }, n)
+
+  app.post(
+    '/api/v1/conversations',
+    {
+      config: { scope: 'ingest' },
+      schema: {
+        tags: ['producers'],
+        summary: 'Store one conversation and queue it for analysis',
+        body: ConversationSchema,
+        response: { 200: IngestOut, 202: IngestOut, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req, reply) => {
+      const body = req.body as ConversationIn
+      const errs = metadataErrors(body.metadata, config)
+      if (errs.length) throw validationFailed(errs[0]!.message, errs)
+      overloaded()
+      const [res] = await conversations.insertMany([toRow(body)])
+      if (!res) throw new Error('insert returned nothing')
+      if (res.duplicate) {
+        count(body.source, 'duplicate')
+        return reply.code(200).send({ id: res.id, status: res.status, duplicate: true })
+      }
+      count(body.source, res.status === 'skipped' ? 'skipped' : 'accepted')
+      if (res.status === 'pending') pipeline.enqueue([res.id])
+      return reply.code(202).send({ id: res.id, status: res.status, duplicate: false })
+    }
+  )
+
+  app.post(
+    '/api/v1/conversations/batch',
+    {
+      config: { scope: 'ingest' },
+      bodyLimit: config.BATCH_BODY_LIMIT_BYTES,
+      schema: {
+        tags: ['producers'],
+        summary: 'Store up to BATCH_MAX_ITEMS conversations in one transaction, with a result per item',
+        body: BatchIn,
+        response: { 207: BatchOut, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req, reply) => {
+      const items = (req.body as { conversations: unknown[] }).conversations
+      const results: {
+        index: number
+        id?: string
+        status?: 'pending' | 'processing' | 'analyzed' | 'skipped' | 'failed'
+        duplicate?: boolean
+        error?: { code: string; message: string; details?: unknown }
+      }[] = new Array(items.length)
+      const rows: NewConversation[] = []
+      const rowIndex: number[] = []
+      items.forEach((item, index) => {
+        let errs: FieldError[] = []
+        if (!validateItem(item)) errs = describeAjvErrors(validateItem.errors, `conversations[${index}]`)
+        else errs = metadataErrors((item as ConversationIn).metadata, config, `conversations[${index}].`)
+        if (errs.length) {
+          results[index] = { index, error: { code: 'VALIDATION_FAILED', message: errs[0]!.message, details: errs } }
+          const src = (item as { source?: unknown })?.source
+          count(typeof src === 'string' && src.length <= 64 ? src : 'invalid', 'rejected')
+          return
+        }
+        rows.push(toRow(item as ConversationIn))
+        rowIndex.push(index)
+      })
+      if (rows.length) overloaded()
+      const inserted = rows.length ? await app.database.db.transaction((tx) => conversations.insertMany(rows, tx)) : []
+      let accepted = 0
+      let duplicates = 0
+      const fresh: string[] = []
+      inserted.forEach((res, i) => {
+        const index = rowIndex[i]!
+        const source = rows[i]!.source
+        results[index] = { index, id: res.id, status: res.status, duplicate: res.duplicate }
+        if (res.duplicate) {
+          duplicates++
+          count(source, 'duplicate')
+        } else {
+          accepted++
+          count(source, res.status === 'skipped' ? 'skipped' : 'accepted')
+          if (res.status === 'pending') fresh.push(res.id)
+        }
+      })
+      pipeline.enqueue(fresh)
+      return reply.code(207).send({ results, accepted, duplicates, rejected: items.length - rows.length })
+    }
+  )
+
+  app.get(
+    '/api/v1/conversations/:id',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['analysts'],
+        summary: 'A conversation with its status and insight',
+        params: IdParams,
+        response: { 200: ConversationOut, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req) => {
+      // ids are opaque to clients: a malformed one is simply one that does not exist
+      if (!UUID_RE.test(req.params.id)) throw notFound('conversation')
+      const c = await conversations.getById(req.params.id)
+      if (!c) throw notFound('conversation')
+      const insight = c.status === 'analyzed' ? await app.repos.insights.getByConversation(c.id) : null
+      return presentConversation(c, insight)
+    }
+  )
+}
+
+export default conversationsRoutes

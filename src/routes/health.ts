@@ -1,0 +1,89 @@
+// Liveness (/health) and readiness (/health/ready). Liveness fails (503 "stuck") when work
+// is waiting and the worker has made no progress for STUCK_AFTER_SECONDS while nothing
+// excuses it: a wedged worker must never look healthy.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { sql } from 'drizzle-orm'
+import { Type } from 'typebox'
+import type { Config } from '../config.ts'
+import { HealthOut } from './schemas.ts'
+
+const started = Date.now()
+
+const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string }> = async (app, { config, version }) => {
+  const { pipeline } = app
+
+  const body = () => {
+    const w = pipeline.worker.status()
+    const limit = pipeline.budget.limit
+    const status = w.stuck ? ('stuck' as const) : w.paused ? ('degraded' as const) : ('ok' as const)
+    return {
+      status,
+      version,
+      uptime_s: Math.floor((Date.now() - started) / 1000),
+      queue_size: pipeline.queue.size,
+      worker_running: w.running,
+      circuit: pipeline.breaker.state,
+      instance_id: config.INSTANCE_ID,
+      paused_reason: w.paused,
+      backlog: w.backlog,
+      last_progress_at: w.last_progress_at,
+      budget:
+        limit === undefined
+          ? null
+          : {
+              limit_usd: limit,
+              spent_usd: Math.round(pipeline.budget.spentToday() * 1e6) / 1e6,
+              remaining_usd: Math.round((pipeline.budget.remaining() ?? 0) * 1e6) / 1e6,
+              resets_at: pipeline.budget.resetsAt().toISOString()
+            }
+    }
+  }
+
+  app.get(
+    '/health',
+    { schema: { tags: ['operators'], summary: 'Liveness', response: { 200: HealthOut, 503: HealthOut } } },
+    async (_req, reply) => {
+      const b = body()
+      // with the worker disabled in this process there is nothing to be stuck
+      return reply.code(b.status === 'stuck' && config.WORKER_ENABLED ? 503 : 200).send(b)
+    }
+  )
+
+  const ReadyOut = Type.Object({
+    status: Type.String(),
+    checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), error: Type.Optional(Type.String()) }))
+  })
+  app.get(
+    '/health/ready',
+    {
+      schema: {
+        tags: ['operators'],
+        summary: 'Readiness: database reachable and migrated; ?deep=true also pings the model',
+        querystring: Type.Object({ deep: Type.Optional(Type.Boolean()) }),
+        response: { 200: ReadyOut, 503: ReadyOut }
+      }
+    },
+    async (req, reply) => {
+      const checks: Record<string, { ok: boolean; error?: string }> = {}
+      const timed = async (name: string, ms: number, fn: (signal: AbortSignal) => Promise<unknown>) => {
+        const signal = AbortSignal.timeout(ms)
+        try {
+          await Promise.race([
+            fn(signal),
+            new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error(`timed out after ${ms} ms`))))
+          ])
+          checks[name] = { ok: true }
+        } catch (err) {
+          checks[name] = { ok: false, error: String((err as Error).message).slice(0, 200) }
+        }
+      }
+      // the migrated schema answering is the check: the table exists only after migrations ran
+      await timed('database', 2_000, () => app.database.query(sql`SELECT 1 FROM conversations LIMIT 0`))
+      if (req.query.deep) await timed('model', 2_000, (signal) => pipeline.analyzer.ping(signal))
+      const ok = Object.values(checks).every((c) => c.ok)
+      return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks })
+    }
+  )
+}
+
+export default healthRoutes

@@ -1,0 +1,74 @@
+// Analyst reads: the insight list with keyset pagination, and the summary.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { Static } from 'typebox'
+import type { Cursor, InsightFilters } from '../db/insights.ts'
+import { badRequest } from '../errors.ts'
+import { presentInsight } from './present.ts'
+import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery } from './schemas.ts'
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** The cursor is opaque to clients: base64url of "<created_at ISO>|<conversation id>". */
+export const encodeCursor = (c: Cursor) => Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString('base64url')
+
+export function decodeCursor(s: string): Cursor {
+  const [iso, id, extra] = Buffer.from(s, 'base64url').toString('utf8').split('|')
+  const createdAt = new Date(iso ?? '')
+  if (extra !== undefined || !id || !UUID_RE.test(id) || Number.isNaN(createdAt.getTime())) {
+    throw badRequest('cursor is not valid: use next_cursor from a previous page as it is')
+  }
+  return { createdAt, id }
+}
+
+function filtersFrom(q: Static<typeof SummaryQuery>): InsightFilters {
+  const since = q.since ? new Date(q.since) : undefined
+  const until = q.until ? new Date(q.until) : undefined
+  if (since && until && since > until) throw badRequest('since must not be after until')
+  return {
+    source: q.source,
+    sentiment: q.sentiment,
+    topic: q.topic?.toLowerCase(),
+    intent: q.intent,
+    urgency: q.urgency,
+    since,
+    until
+  }
+}
+
+const insightsRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const repo = app.repos.insights
+
+  app.get(
+    '/api/v1/insights',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['analysts'],
+        summary: 'Insights, newest first, filtered, with keyset cursor pagination',
+        querystring: InsightsQuery,
+        response: { 200: InsightsPage, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req) => {
+      const cursor = req.query.cursor ? decodeCursor(req.query.cursor) : undefined
+      const page = await repo.list(filtersFrom(req.query), req.query.limit, cursor)
+      return { items: page.items.map(presentInsight), next_cursor: page.next ? encodeCursor(page.next) : null }
+    }
+  )
+
+  app.get(
+    '/api/v1/insights/summary',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['analysts'],
+        summary: 'Counts by sentiment, urgency, topic and day over the filtered insights',
+        querystring: SummaryQuery,
+        response: { 200: SummaryOut, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (req) => repo.summary(filtersFrom(req.query))
+  )
+}
+
+export default insightsRoutes

@@ -1,0 +1,39 @@
+// Database rows → the contract's JSON shapes. One place, so every route speaks the same.
+import type { InsightRow } from '../db/insights.ts'
+import type { conversations } from '../db/schema.ts'
+
+export function presentInsight(r: InsightRow) {
+  return {
+    conversation_id: r.conversationId,
+    source: r.source,
+    sentiment: r.sentiment as 'positive' | 'neutral' | 'negative' | 'mixed',
+    sentiment_score: r.sentimentScore,
+    topics: r.topics,
+    intent: r.intent,
+    urgency: r.urgency as 'low' | 'medium' | 'high',
+    summary: r.summary,
+    language: r.language,
+    model: r.model,
+    prompt_version: r.promptVersion,
+    cached: r.cached,
+    tokens: { input: r.inputTokens, output: r.outputTokens },
+    cost_usd: r.costUsd,
+    created_at: r.createdAt.toISOString()
+  }
+}
+
+export function presentConversation(c: typeof conversations.$inferSelect, insight: InsightRow | null) {
+  return {
+    id: c.id,
+    source: c.source,
+    external_id: c.externalId,
+    messages: c.messages,
+    metadata: c.metadata,
+    status: c.status,
+    received_at: c.receivedAt.toISOString(),
+    analyzed_at: c.analyzedAt ? c.analyzedAt.toISOString() : null,
+    attempts: c.attempts,
+    skip_reason: c.skipReason,
+    insight: insight ? presentInsight(insight) : null
+  }
+}

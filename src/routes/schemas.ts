@@ -1,0 +1,153 @@
+// Route schemas (TypeBox): the source of truth for validation, response serialisation,
+// types and the OpenAPI document. Limits come from config, so they are built per app.
+import { type Static, Type } from 'typebox'
+import { SENTIMENTS, URGENCIES } from '../analyzers/analyzer.ts'
+import type { Config } from '../config.ts'
+
+export const ROLES = ['user', 'assistant', 'system', 'agent', 'tool'] as const
+// string enums as JSON Schema `enum`: compact in OpenAPI and typed as a union of literals
+const lits = <const T extends readonly string[]>(values: T) => Type.Enum(values)
+
+export function conversationSchemas(config: Config) {
+  const Message = Type.Object(
+    {
+      role: lits(ROLES),
+      content: Type.String({ minLength: 1, maxLength: config.MAX_CONTENT_CHARS }),
+      at: Type.Optional(Type.String({ format: 'date-time' }))
+    },
+    { additionalProperties: false }
+  )
+  const ConversationIn = Type.Object(
+    {
+      source: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._:-]+$' }),
+      external_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+      messages: Type.Array(Message, { minItems: 1, maxItems: config.MAX_MESSAGES }),
+      metadata: Type.Optional(Type.Object({}, { additionalProperties: true }))
+    },
+    { additionalProperties: false, $id: 'ConversationIn' }
+  )
+  const BatchIn = Type.Object(
+    {
+      // items are validated one by one in the handler, so one bad item rejects only itself
+      conversations: Type.Array(Type.Unknown(), { minItems: 1, maxItems: config.BATCH_MAX_ITEMS })
+    },
+    { additionalProperties: false }
+  )
+  return { Message, ConversationIn, BatchIn }
+}
+
+export type ConversationIn = Static<ReturnType<typeof conversationSchemas>['ConversationIn']>
+
+export const Status = lits(['pending', 'processing', 'analyzed', 'skipped', 'failed'] as const)
+
+export const IngestOut = Type.Object({ id: Type.String(), status: Status, duplicate: Type.Boolean() })
+
+export const ErrorBody = Type.Object({
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    details: Type.Optional(Type.Unknown())
+  }),
+  request_id: Type.String()
+})
+
+export const BatchOut = Type.Object({
+  results: Type.Array(
+    Type.Object({
+      index: Type.Integer(),
+      id: Type.Optional(Type.String()),
+      status: Type.Optional(Status),
+      duplicate: Type.Optional(Type.Boolean()),
+      error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), details: Type.Optional(Type.Unknown()) }))
+    })
+  ),
+  accepted: Type.Integer(),
+  duplicates: Type.Integer(),
+  rejected: Type.Integer()
+})
+
+export const InsightOut = Type.Object({
+  conversation_id: Type.String(),
+  source: Type.String(),
+  sentiment: lits(SENTIMENTS),
+  sentiment_score: Type.Number(),
+  topics: Type.Array(Type.String()),
+  intent: Type.String(),
+  urgency: lits(URGENCIES),
+  summary: Type.String(),
+  language: Type.String(),
+  model: Type.String(),
+  prompt_version: Type.String(),
+  cached: Type.Boolean(),
+  tokens: Type.Object({ input: Type.Integer(), output: Type.Integer() }),
+  cost_usd: Type.Number(),
+  created_at: Type.String({ format: 'date-time' })
+})
+
+export const ConversationOut = Type.Object({
+  id: Type.String(),
+  source: Type.String(),
+  external_id: Type.Union([Type.String(), Type.Null()]),
+  messages: Type.Array(
+    Type.Object({ role: Type.String(), content: Type.String(), at: Type.Optional(Type.String()) })
+  ),
+  metadata: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()]),
+  status: Status,
+  received_at: Type.String({ format: 'date-time' }),
+  analyzed_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  attempts: Type.Integer(),
+  skip_reason: Type.Union([Type.String(), Type.Null()]),
+  insight: Type.Union([InsightOut, Type.Null()])
+})
+
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) })
+
+const Filters = {
+  source: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  sentiment: Type.Optional(lits(SENTIMENTS)),
+  topic: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  intent: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  urgency: Type.Optional(lits(URGENCIES)),
+  since: Type.Optional(Type.String({ format: 'date-time' })),
+  until: Type.Optional(Type.String({ format: 'date-time' }))
+}
+
+export const InsightsQuery = Type.Object(
+  {
+    ...Filters,
+    limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
+    cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 }))
+  },
+  { additionalProperties: false }
+)
+export const SummaryQuery = Type.Object(Filters, { additionalProperties: false })
+
+export const InsightsPage = Type.Object({
+  items: Type.Array(InsightOut),
+  next_cursor: Type.Union([Type.String(), Type.Null()])
+})
+
+export const SummaryOut = Type.Object({
+  total: Type.Integer(),
+  by_sentiment: Type.Record(Type.String(), Type.Integer()),
+  by_urgency: Type.Record(Type.String(), Type.Integer()),
+  top_topics: Type.Array(Type.Object({ topic: Type.String(), count: Type.Integer() })),
+  by_day: Type.Array(Type.Object({ day: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() }))
+})
+
+export const HealthOut = Type.Object({
+  status: lits(['ok', 'degraded', 'stuck'] as const),
+  version: Type.String(),
+  uptime_s: Type.Integer(),
+  queue_size: Type.Integer(),
+  worker_running: Type.Boolean(),
+  circuit: lits(['closed', 'open', 'half_open'] as const),
+  instance_id: Type.String(),
+  paused_reason: Type.Union([Type.String(), Type.Null()]),
+  backlog: Type.Object({ pending: Type.Integer(), processing: Type.Integer(), failed: Type.Integer() }),
+  last_progress_at: Type.String(),
+  budget: Type.Union([
+    Type.Object({ limit_usd: Type.Number(), spent_usd: Type.Number(), remaining_usd: Type.Number(), resets_at: Type.String() }),
+    Type.Null()
+  ])
+})

@@ -1,0 +1,182 @@
+import t from 'tap'
+import { extractJson, parseInsightsAnswer, repairJson, validateInsight } from '../../src/analyzers/parse.ts'
+
+const item = (index: number, over: Record<string, unknown> = {}) => ({
+  index,
+  sentiment: 'negative',
+  sentiment_score: -0.6,
+  topics: ['billing'],
+  intent: 'complaint',
+  urgency: 'high',
+  summary: 'Customer reports a wrong invoice.',
+  language: 'en',
+  ...over
+})
+const wrapped = (...items: unknown[]) => JSON.stringify({ insights: items }, null, 2)
+
+t.test('clean wrapper object is read by index', async (t) => {
+  const r = parseInsightsAnswer(wrapped(item(1), item(0, { sentiment: 'positive', sentiment_score: 0.8 })), 2)
+  t.equal(r.parseError, undefined)
+  t.same(r.invalid, [])
+  t.equal(r.byIndex.get(0)?.sentiment, 'positive')
+  t.equal(r.byIndex.get(1)?.sentiment, 'negative')
+  t.same(r.byIndex.get(1), {
+    sentiment: 'negative',
+    sentiment_score: -0.6,
+    topics: ['billing'],
+    intent: 'complaint',
+    urgency: 'high',
+    summary: 'Customer reports a wrong invoice.',
+    language: 'en'
+  })
+})
+
+t.test('code fences are stripped', async (t) => {
+  const r = parseInsightsAnswer('```json\n' + wrapped(item(0)) + '\n```', 1)
+  t.equal(r.parseError, undefined)
+  t.equal(r.byIndex.size, 1)
+  const bare = parseInsightsAnswer('```\n' + wrapped(item(0)) + '```', 1)
+  t.equal(bare.byIndex.size, 1, 'fence without a language tag')
+})
+
+t.test('JSON is found among surrounding prose', async (t) => {
+  const text = `Sure! Here is {what you asked}: ${wrapped(item(0), item(1))}\nHope this helps {really}.`
+  const r = parseInsightsAnswer(text, 2)
+  t.equal(r.parseError, undefined)
+  t.equal(r.byIndex.size, 2)
+})
+
+t.test('trailing commas are repaired, commas inside strings are kept', async (t) => {
+  const text = '{"insights": [{"index": 0, "sentiment": "neutral", "sentiment_score": 0, "topics": ["a", "b",], "intent": "question", "urgency": "low", "summary": "Asks, ], about hours.",},],}'
+  const r = parseInsightsAnswer(text, 1)
+  t.equal(r.parseError, undefined)
+  t.same(r.byIndex.get(0)?.topics, ['a', 'b'])
+  t.equal(r.byIndex.get(0)?.summary, 'Asks, ], about hours.')
+})
+
+t.test('citation marks outside strings are removed, those inside strings are kept', async (t) => {
+  const text =
+    '{"insights": [{"index": 0, "sentiment": "neutral", "sentiment_score": 0, "topics": [] [1], "intent": "question", ' +
+    '"urgency": "low", "summary": "See section [2] of the FAQ." [3][4, 5]}【1†source】]【2】}'
+  const r = parseInsightsAnswer(text, 1)
+  t.equal(r.parseError, undefined)
+  t.equal(r.byIndex.get(0)?.summary, 'See section [2] of the FAQ.')
+  t.equal(repairJson('{"a": "x [1]"} [^2]'), '{"a": "x [1]"} ')
+})
+
+t.test('a bare array is accepted', async (t) => {
+  const r = parseInsightsAnswer(JSON.stringify([item(0), item(1)]), 2)
+  t.equal(r.parseError, undefined)
+  t.equal(r.byIndex.size, 2)
+})
+
+t.test('a single bare item answers a batch of one', async (t) => {
+  const r = parseInsightsAnswer(JSON.stringify(item(0)), 1)
+  t.equal(r.byIndex.size, 1)
+})
+
+t.test('a renamed wrapper key is accepted', async (t) => {
+  const r = parseInsightsAnswer(JSON.stringify({ results: [item(0)] }), 1)
+  t.equal(r.byIndex.size, 1)
+})
+
+t.test('garbage yields parseError, never a throw', async (t) => {
+  for (const text of [
+    "I'm sorry, I can't help with that.",
+    '',
+    '{{{{',
+    '[[[[',
+    '}{][',
+    '{"insights": [',
+    '42',
+    'null',
+    '{"foo": 1}',
+    '\u0000\uffff',
+    '['.repeat(10_000),
+    undefined as unknown as string
+  ]) {
+    const r = parseInsightsAnswer(text, 3)
+    t.ok(r.parseError, `parseError for ${JSON.stringify(text)?.slice(0, 20)}`)
+    t.equal(r.byIndex.size, 0)
+  }
+})
+
+t.test('items with an invalid enum or missing field are reported invalid, the rest kept', async (t) => {
+  const r = parseInsightsAnswer(
+    wrapped(
+      item(0, { sentiment: 'furious' }),
+      item(1),
+      item(2, { urgency: 'whenever' }),
+      item(3, { summary: '   ' }),
+      item(4, { sentiment_score: 'lots' }),
+      { index: 5 },
+      'not an object'
+    ),
+    6
+  )
+  t.equal(r.parseError, undefined)
+  t.same([...r.byIndex.keys()], [1])
+  t.same(r.invalid, [0, 2, 3, 4, 5])
+})
+
+t.test('enum values are matched case-insensitively', async (t) => {
+  const r = parseInsightsAnswer(wrapped(item(0, { sentiment: ' Positive ', urgency: 'LOW' })), 1)
+  t.equal(r.byIndex.get(0)?.sentiment, 'positive')
+  t.equal(r.byIndex.get(0)?.urgency, 'low')
+})
+
+t.test('scores are clamped to [-1, 1]; numeric strings are accepted', async (t) => {
+  const r = parseInsightsAnswer(
+    wrapped(item(0, { sentiment_score: 3 }), item(1, { sentiment_score: -7.5 }), item(2, { sentiment_score: '0.25' })),
+    3
+  )
+  t.equal(r.byIndex.get(0)?.sentiment_score, 1)
+  t.equal(r.byIndex.get(1)?.sentiment_score, -1)
+  t.equal(r.byIndex.get(2)?.sentiment_score, 0.25)
+})
+
+t.test('topics are lower-cased, trimmed, deduplicated and capped at 10', async (t) => {
+  const topics = ['Billing', ' billing ', 'LOGIN', 7, '', ...Array.from({ length: 20 }, (_, i) => `t${i}`)]
+  const insight = validateInsight(item(0, { topics }))
+  t.same(insight?.topics, ['billing', 'login', 't0', 't1', 't2', 't3', 't4', 't5', 't6', 't7'])
+  t.same(validateInsight(item(0, { topics: 'Refund, Shipping' }))?.topics, ['refund', 'shipping'], 'comma-separated string')
+  t.same(validateInsight(item(0, { topics: undefined }))?.topics, [], 'missing topics → none')
+})
+
+t.test('long strings are trimmed to sane lengths', async (t) => {
+  const insight = validateInsight(item(0, { summary: 'x'.repeat(5_000), intent: 'Y'.repeat(500) }))
+  t.ok(insight)
+  t.ok(insight!.summary.length <= 1_000)
+  t.ok(insight!.intent.length <= 80)
+  t.equal(insight!.intent, insight!.intent.toLowerCase())
+})
+
+t.test('language defaults to und and keeps the ISO 639-1 part of a tag', async (t) => {
+  t.equal(validateInsight(item(0, { language: undefined }))?.language, 'und')
+  t.equal(validateInsight(item(0, { language: 'English' }))?.language, 'und')
+  t.equal(validateInsight(item(0, { language: 'en-US' }))?.language, 'en')
+  t.equal(validateInsight(item(0, { language: 'FR' }))?.language, 'fr')
+})
+
+t.test('indexes out of range and repeats are ignored; string indexes are read', async (t) => {
+  const r = parseInsightsAnswer(
+    wrapped(item(0), item(0, { sentiment: 'positive' }), item(9), item(-1), item('1' as unknown as number)),
+    2
+  )
+  t.equal(r.byIndex.get(0)?.sentiment, 'negative', 'first valid item for an index wins')
+  t.ok(r.byIndex.has(1))
+  t.equal(r.byIndex.size, 2)
+})
+
+t.test('items without any index are taken in order', async (t) => {
+  const { index: _a, ...first } = item(0, { sentiment: 'positive' })
+  const { index: _b, ...second } = item(1)
+  const r = parseInsightsAnswer(JSON.stringify({ insights: [first, second] }), 2)
+  t.equal(r.byIndex.get(0)?.sentiment, 'positive')
+  t.equal(r.byIndex.get(1)?.sentiment, 'negative')
+})
+
+t.test('extractJson prefers the insight list over earlier JSON in prose', async (t) => {
+  const value = extractJson(`Config used: {"temperature": 0}. Answer: ${wrapped(item(0))}`)
+  t.ok(Array.isArray((value as { insights?: unknown }).insights))
+})
