@@ -110,7 +110,9 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
 
-export class ConfigError extends Error {}
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
 
 /** Parse and validate an environment; throws ConfigError naming the variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -119,7 +121,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     parsed = envSchema<Static<typeof ConfigSchema>>({
       schema: ConfigSchema as object,
       data: env,
-      dotenv: false
+      dotenv: false,
+      env: false // read only what we are given: tests pass their own environment
     })
   } catch (err) {
     throw new ConfigError(`invalid configuration: ${(err as Error).message}`)

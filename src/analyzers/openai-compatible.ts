@@ -18,7 +18,7 @@ import {
   type TokenUsage
 } from './analyzer.ts'
 import { type ParsedAnswer, parseInsightsAnswer } from './parse.ts'
-import { CURRENT_PROMPT_VERSION, PROMPTS, estimateTokens, renderConversation } from './prompts.ts'
+import { CURRENT_PROMPT_VERSION, estimateTokens, PROMPTS, renderConversation } from './prompts.ts'
 
 export interface OpenAICompatibleDeps {
   metrics: Metrics
@@ -96,12 +96,14 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
       const status = res.statusCode
       if (status >= 200 && status < 300) return { type: 'answer', status, text: await res.body.text(), ms: ms() }
       const retryAfterMs = parseRetryAfter(res.headers)
-      const detail = await readErrorDetail(res.body)
-      if (status === 429) return { type: 'retryable', kind: 'rate_limited', status, message: 'rate limited (429)', retryAfterMs, ms: ms() }
       // 408 and 409 are the provider's own transient states; other 4xx will not change on retry.
-      if (status >= 500 || status === 408 || status === 409) {
-        return { type: 'retryable', kind: 'error', status, message: `model endpoint answered ${status}`, retryAfterMs, ms: ms() }
+      if (status === 429 || status >= 500 || status === 408 || status === 409) {
+        await res.body.dump()
+        return status === 429
+          ? { type: 'retryable', kind: 'rate_limited', status, message: 'rate limited (429)', retryAfterMs, ms: ms() }
+          : { type: 'retryable', kind: 'error', status, message: `model endpoint answered ${status}`, retryAfterMs, ms: ms() }
       }
+      const detail = await readErrorDetail(res.body)
       return { type: 'rejected', status, message: redact(`model endpoint refused the request (${status})${detail ? `: ${detail}` : ''}`), ms: ms() }
     } catch (err) {
       if (res && !res.body.destroyed) res.body.destroy()

@@ -335,7 +335,7 @@ export class Worker extends EventEmitter {
         metrics.insightLatency.observe((now - receivedAt.get(i.conversationId)!.getTime()) / 1000)
       }
       if (failures.length) {
-        for (const f of failures) metrics.analysisFailures.inc({ reason: 'invalid_output' })
+        metrics.analysisFailures.inc({ reason: 'invalid_output' }, failures.length)
         await this.releaseFailed(
           failures.map((f) => f.row),
           (id) => failures.find((f) => f.row.id === id)!.error

@@ -2,12 +2,12 @@
 // repositories, and closes the pool last (registered first, so its onClose runs last).
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
+import type { Config } from '../config.ts'
 import { analysisCacheRepository } from '../db/analysis-cache.ts'
 import { type Database, openDatabase } from '../db/client.ts'
 import { conversationsRepository } from '../db/conversations.ts'
 import { insightsRepository } from '../db/insights.ts'
 import { usageRepository } from '../db/usage.ts'
-import type { Config } from '../config.ts'
 
 export interface Repositories {
   conversations: ReturnType<typeof conversationsRepository>

@@ -8,7 +8,7 @@ import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
 import { prefilter } from '../pipeline/prefilter.ts'
 import { createBodyAjv, describeAjvErrors, type FieldError } from '../validation.ts'
 import { presentConversation } from './present.ts'
-import { BatchOut, type ConversationIn, conversationSchemas, ErrorBody, IdParams, IngestOut, ConversationOut } from './schemas.ts'
+import { BatchOut, type ConversationIn, ConversationOut, conversationSchemas, ErrorBody, IdParams, IngestOut } from './schemas.ts'
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 

@@ -1,8 +1,8 @@
 import t from 'tap'
+import { type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 import type { AnalysisInput } from '../../src/analyzers/analyzer.ts'
 import { parseInsightsAnswer } from '../../src/analyzers/parse.ts'
 import { PROMPTS } from '../../src/analyzers/prompts.ts'
-import { type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 
 const conv = (id: string, text: string): AnalysisInput => ({
   id,

@@ -1,0 +1,114 @@
+// One way to build the app for a test, on either back end, and close it after.
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import pino from 'pino'
+import { type AppDeps, buildApp } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+
+type T = { teardown(fn: () => unknown): void }
+
+export type BackendName = 'pglite' | 'postgres'
+
+/** PGlite always; real PostgreSQL too when DATABASE_URL is set (CI sets it). */
+export function backends(): BackendName[] {
+  return process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite']
+}
+
+/** A database of its own for one test, dropped afterwards: tests run in parallel. */
+export async function freshPostgresUrl(t: T): Promise<string> {
+  const admin = process.env.DATABASE_URL
+  if (!admin) throw new Error('DATABASE_URL is not set')
+  const name = `gleaner_t_${randomBytes(6).toString('hex')}`
+  const client = new pg.Client({ connectionString: admin })
+  await client.connect()
+  await client.query(`CREATE DATABASE ${name}`)
+  await client.end()
+  t.teardown(async () => {
+    const c = new pg.Client({ connectionString: admin })
+    await c.connect()
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await c.end()
+  })
+  const url = new URL(admin)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+export function tempDir(t: T, prefix = 'gleaner-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** Environment that puts an app on the given back end (a fresh database each call). */
+export async function backendEnv(t: T, backend: BackendName, opts: { dataDir?: string } = {}): Promise<Record<string, string>> {
+  if (backend === 'postgres') return { DATABASE_URL: await freshPostgresUrl(t) }
+  return { DATA_DIR: opts.dataDir ?? 'memory://' }
+}
+
+/** Quick timings so tests do not wait on production-sized intervals. */
+export const FAST = {
+  LOG_LEVEL: 'silent',
+  AUTH: 'off',
+  SWEEP_INTERVAL_MS: '50',
+  RETRY_BASE_MS: '10',
+  SHUTDOWN_TIMEOUT_MS: '2000'
+}
+
+export function testConfig(env: Record<string, string | undefined>) {
+  return loadConfig({ ...FAST, ...env })
+}
+
+export async function buildTestApp(t: T, env: Record<string, string | undefined>, deps: AppDeps = {}) {
+  const app = await buildApp(testConfig(env), { logger: pino({ level: 'silent' }), ...deps })
+  t.teardown(() => app.close())
+  return app
+}
+
+/** Listens on a free loopback port; resolves to the base URL. */
+export async function listen(app: Awaited<ReturnType<typeof buildApp>>): Promise<string> {
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const addr = app.server.address()
+  if (!addr || typeof addr === 'string') throw new Error('no address')
+  return `http://127.0.0.1:${addr.port}`
+}
+
+export async function waitFor<V>(
+  fn: () => Promise<V | undefined | false | null> | V | undefined | false | null,
+  { timeoutMs = 30_000, intervalMs = 25, what = 'condition' } = {}
+): Promise<V> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
+let seq = 0
+/** A conversation worth analysing (passes the prefilter), unique unless told otherwise. */
+export function conversation(over: Record<string, unknown> = {}) {
+  seq++
+  return {
+    source: 'web-chat',
+    external_id: `ext-${process.pid}-${Date.now()}-${seq}`,
+    messages: [
+      { role: 'user', content: `My invoice number ${seq} is wrong, I was charged twice this month.` },
+      { role: 'assistant', content: 'Sorry about that, let me check.' }
+    ],
+    ...over
+  }
+}
+
+/** fetch's json() is typed unknown; tests read what the contract says is there. */
+// biome-ignore lint/suspicious/noExplicitAny: test bodies are checked by assertions, not types
+export const body = (res: Response): Promise<any> => res.json()
