@@ -11,7 +11,7 @@ import type { Config } from './config.ts'
 import type { Database } from './db/client.ts'
 import { createLogger } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
-import errorsPlugin from './plugins/errors.ts'
+import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
 import securityPlugin from './plugins/security.ts'
@@ -57,7 +57,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
     requestTimeout: 30_000,
     // above common load balancers' 60 s idle timeout, so the balancer closes first
     keepAliveTimeout: 72_000,
-    return503OnClosing: true
+    return503OnClosing: true,
+    // bad URLs and over-long path parameters fail before routing: answer them in the contract's shape too
+    frameworkErrors: (err, req, reply) => sendError(req, reply, toAppError(err))
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   // Bodies: exact types, unknown fields rejected. Query strings: coerced from text.

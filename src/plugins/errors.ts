@@ -36,6 +36,7 @@ export function toAppError(err: FastifyError | AppError | Error): AppError {
     let message = fe.message
     if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') message = 'only application/json bodies are accepted'
     else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') message = 'request body is too large'
+    else if (fe.code === 'FST_ERR_MAX_PARAM_LENGTH') message = 'a path parameter is too long'
     else if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') message = 'request body is empty but content-type is application/json'
     else if (err instanceof SyntaxError || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY') message = `malformed JSON: ${fe.message}`
     return new AppError(code, message.slice(0, 300), { cause: err })
@@ -44,6 +45,7 @@ export function toAppError(err: FastifyError | AppError | Error): AppError {
 }
 
 export function sendError(req: FastifyRequest, reply: FastifyReply, e: AppError) {
+  reply.header('x-request-id', req.id)
   if (e.retryAfter !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(e.retryAfter))))
   return reply
     .code(e.statusCode)
