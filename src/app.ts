@@ -15,6 +15,9 @@ import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
 import securityPlugin from './plugins/security.ts'
+import authPlugin from './plugins/auth.ts'
+import quotasPlugin from './plugins/quotas.ts'
+import rateLimitPlugin from './plugins/rate-limit.ts'
 import adminRoutes from './routes/admin.ts'
 import conversationsRoutes from './routes/conversations.ts'
 import healthRoutes from './routes/health.ts'
@@ -87,6 +90,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(metricsPlugin, { config })
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
   await app.register(errorsPlugin)
+  // auth's onRequest hook runs before the limiter's, so limits are keyed by API key
+  await app.register(authPlugin, { config })
+  await app.register(rateLimitPlugin, { config, logger })
+  await app.register(quotasPlugin, { config })
 
   // routes
   await app.register(healthRoutes, { config, version: VERSION })

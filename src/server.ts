@@ -27,4 +27,15 @@ closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS + 5_000, logger }, async ({ s
   await app.close()
 })
 
+// Zero-setup start: a database without any key gets one admin key, printed once, so the
+// first curl works without reading about the CLI.
+if (config.AUTH === 'on' && (await app.repos.apiKeys.count()) === 0) {
+  const { key, record } = await app.repos.apiKeys.create({ name: 'bootstrap-admin', scopes: ['ingest', 'read', 'admin'], tier: 'enterprise' })
+  logger.warn({ audit: 'key_created', key_id: record.id, key_prefix: record.prefix }, 'no API key existed: created an admin key')
+  process.stdout.write(
+    `\nGleaner created its first API key (scopes ingest,read,admin). It is shown only this once:\n\n    ${key}\n\n` +
+      'Use it as "Authorization: Bearer <key>". Create more with: npm run keys -- create --name NAME --scopes ingest,read\n\n'
+  )
+}
+
 await app.listen({ port: config.PORT, host: config.HOST })

@@ -4,6 +4,7 @@ import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { Config } from '../config.ts'
 import { analysisCacheRepository } from '../db/analysis-cache.ts'
+import { apiKeysRepository } from '../db/api-keys.ts'
 import { type Database, openDatabase } from '../db/client.ts'
 import { conversationsRepository } from '../db/conversations.ts'
 import { insightsRepository } from '../db/insights.ts'
@@ -14,6 +15,7 @@ export interface Repositories {
   insights: ReturnType<typeof insightsRepository>
   analysisCache: ReturnType<typeof analysisCacheRepository>
   usage: ReturnType<typeof usageRepository>
+  apiKeys: ReturnType<typeof apiKeysRepository>
 }
 
 declare module 'fastify' {
@@ -31,7 +33,8 @@ export default fp(
       conversations: conversationsRepository(database),
       insights: insightsRepository(database),
       analysisCache: analysisCacheRepository(database),
-      usage: usageRepository(database)
+      usage: usageRepository(database),
+      apiKeys: apiKeysRepository(database)
     })
     // a database handed in by the caller (tests sharing one PGlite) is the caller's to close
     if (!opts.database) app.addHook('onClose', async () => database.close())

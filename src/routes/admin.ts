@@ -19,6 +19,18 @@ const UsageOut = Type.Object({
     })
   ),
   totals: Type.Object({ calls: Type.Integer(), input_tokens: Type.Integer(), output_tokens: Type.Integer(), cost_usd: Type.Number() }),
+  keys: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      name: Type.String(),
+      prefix: Type.String(),
+      tier: Type.String(),
+      conversations_today: Type.Integer(),
+      conversations_this_month: Type.Integer(),
+      daily_quota: Type.Integer(),
+      monthly_quota: Type.Integer()
+    })
+  ),
   budget: Type.Object({
     daily_limit_usd: Type.Union([Type.Number(), Type.Null()]),
     spent_today_usd: Type.Number(),
@@ -68,8 +80,22 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         cost_usd: round(r.costUsd)
       }))
       const remaining = budget.remaining()
+      const keys = (await app.repos.apiKeys.usage()).map((k) => {
+        const limits = app.quotas.limitsFor(k.tier as 'free' | 'pro' | 'enterprise')
+        return {
+          id: k.id,
+          name: k.name,
+          prefix: k.prefix,
+          tier: k.tier,
+          conversations_today: Number(k.day),
+          conversations_this_month: Number(k.month),
+          daily_quota: limits.daily,
+          monthly_quota: limits.monthly
+        }
+      })
       return {
         days,
+        keys,
         totals: {
           calls: days.reduce((a, d) => a + d.calls, 0),
           input_tokens: days.reduce((a, d) => a + d.input_tokens, 0),

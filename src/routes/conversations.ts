@@ -96,9 +96,15 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       const errs = metadataErrors(body.metadata, config)
       if (errs.length) throw validationFailed(errs[0]!.message, errs)
       overloaded()
-      const [res] = await conversations.insertMany([toRow(body)])
+      const row = toRow(body)
+      await app.quotas.consume(req, 1)
+      const [res] = await conversations.insertMany([row]).catch(async (err) => {
+        await app.quotas.refund(req, 1).catch(() => {})
+        throw err
+      })
       if (!res) throw new Error('insert returned nothing')
       if (res.duplicate) {
+        await app.quotas.refund(req, 1)
         count(body.source, 'duplicate')
         return reply.code(200).send({ id: res.id, status: res.status, duplicate: true })
       }
@@ -144,8 +150,16 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
         rows.push(toRow(item as ConversationIn))
         rowIndex.push(index)
       })
-      if (rows.length) overloaded()
-      const inserted = rows.length ? await app.database.db.transaction((tx) => conversations.insertMany(rows, tx)) : []
+      if (rows.length) {
+        overloaded()
+        await app.quotas.consume(req, rows.length)
+      }
+      const inserted = rows.length
+        ? await app.database.db.transaction((tx) => conversations.insertMany(rows, tx)).catch(async (err) => {
+            await app.quotas.refund(req, rows.length).catch(() => {})
+            throw err
+          })
+        : []
       let accepted = 0
       let duplicates = 0
       const fresh: string[] = []
@@ -162,6 +176,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
           if (res.status === 'pending') fresh.push(res.id)
         }
       })
+      if (duplicates) await app.quotas.refund(req, duplicates)
       pipeline.enqueue(fresh)
       return reply.code(207).send({ results, accepted, duplicates, rejected: items.length - rows.length })
     }

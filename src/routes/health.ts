@@ -41,7 +41,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
 
   app.get(
     '/health',
-    { schema: { tags: ['operators'], summary: 'Liveness', response: { 200: HealthOut, 503: HealthOut } } },
+    {
+      config: { rateLimit: false },
+      schema: { tags: ['operators'], summary: 'Liveness', response: { 200: HealthOut, 503: HealthOut } }
+    },
     async (_req, reply) => {
       const b = body()
       // with the worker disabled in this process there is nothing to be stuck
@@ -56,6 +59,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
   app.get(
     '/health/ready',
     {
+      config: { rateLimit: false },
       schema: {
         tags: ['operators'],
         summary: 'Readiness: database reachable and migrated; ?deep=true also pings the model',

@@ -1,0 +1,179 @@
+// The analysis cache stage (LRU in front of the analysis_cache table), on both back ends.
+import { sql } from 'drizzle-orm'
+import pino from 'pino'
+import t from 'tap'
+import type { InsightFields } from '../../src/analyzers/analyzer.ts'
+import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
+import { openDatabase } from '../../src/db/client.ts'
+import { AnalysisCache } from '../../src/pipeline/cache.ts'
+import { cacheKey, sha256 } from '../../src/pipeline/normalize.ts'
+import { type BackendName, backendEnv, backends, testConfig } from '../helper.ts'
+
+type T = Parameters<Parameters<typeof t.test>[1]>[0]
+
+async function setup(t: T, backend: BackendName) {
+  const database = await openDatabase(testConfig(await backendEnv(t, backend)), pino({ level: 'silent' }))
+  t.teardown(() => database.close())
+  const repo = analysisCacheRepository(database)
+  const cache = (opts: { ttlSeconds?: number; lruSize?: number } = {}) =>
+    new AnalysisCache(repo, { ttlSeconds: opts.ttlSeconds ?? 3600, lruSize: opts.lruSize ?? 100 })
+  const row = async (key: string) =>
+    (await database.query<{ hits: number; expires_at: Date | string }>(sql`SELECT hits, expires_at FROM analysis_cache WHERE key = ${key}`))[0]
+  return { database, repo, cache, row }
+}
+
+const insight = (summary: string): InsightFields => ({
+  sentiment: 'negative',
+  sentiment_score: -0.6,
+  topics: ['billing'],
+  intent: 'refund_request',
+  urgency: 'medium',
+  summary,
+  language: 'en'
+})
+
+let seq = 0
+const entry = (summary = 'charged twice') => {
+  const key = cacheKey(sha256(`text ${process.pid} ${++seq}`), 'test-model', 'v1')
+  return { key, model: 'test-model', promptVersion: 'v1', insight: insight(summary) }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+for (const backend of backends()) {
+  t.test(backend, async (t) => {
+    t.test('a stored insight is found again by its key', async (t) => {
+      const { cache } = await setup(t, backend)
+      const e = entry()
+      const c = cache()
+      await c.store([e])
+      const found = await c.lookup([e.key])
+      t.same(found.get(e.key), e.insight)
+      t.equal(found.size, 1)
+    })
+
+    t.test('an unknown key is a miss', async (t) => {
+      const { cache } = await setup(t, backend)
+      const found = await cache().lookup([entry().key])
+      t.equal(found.size, 0)
+    })
+
+    t.test('a hot key is answered from memory without the table', async (t) => {
+      const { cache, database } = await setup(t, backend)
+      const e = entry()
+      const c = cache()
+      await c.store([e])
+      await database.query(sql`DELETE FROM analysis_cache`)
+      t.same((await c.lookup([e.key])).get(e.key), e.insight, 'still found after the row is gone')
+    })
+
+    t.test('another cache over the same database finds the insight in the table', async (t) => {
+      const { cache } = await setup(t, backend)
+      const e = entry()
+      await cache().store([e])
+      const fresh = cache()
+      const found = await fresh.lookup([e.key, entry().key])
+      t.same([...found.keys()], [e.key], 'only the stored key')
+      t.same(found.get(e.key), e.insight)
+    })
+
+    t.test('with no LRU every lookup goes to the table', async (t) => {
+      const { cache, database } = await setup(t, backend)
+      const e = entry()
+      const c = cache({ lruSize: 0 })
+      await c.store([e])
+      t.equal((await c.lookup([e.key])).size, 1)
+      await database.query(sql`DELETE FROM analysis_cache`)
+      t.equal((await c.lookup([e.key])).size, 0, 'nothing kept in memory')
+    })
+
+    t.test('storing a key again replaces its insight and its expiry', async (t) => {
+      const { cache, database, row } = await setup(t, backend)
+      const e = entry('first answer')
+      await cache().store([e])
+      await database.query(sql`UPDATE analysis_cache SET expires_at = now() + interval '1 minute' WHERE key = ${e.key}`)
+      await cache().store([{ ...e, insight: insight('second answer') }])
+      t.same((await cache().lookup([e.key])).get(e.key)?.summary, 'second answer')
+      const expires = new Date((await row(e.key))!.expires_at).getTime()
+      t.ok(expires > Date.now() + 3000 * 1000, 'expiry pushed out by the full TTL again')
+    })
+
+    t.test('an expired row in the table is a miss', async (t) => {
+      const { cache, database } = await setup(t, backend)
+      const e = entry()
+      await cache().store([e])
+      await database.query(sql`UPDATE analysis_cache SET expires_at = now() - interval '1 second' WHERE key = ${e.key}`)
+      t.equal((await cache().lookup([e.key])).size, 0)
+    })
+
+    t.test('an entry is a miss once ttlSeconds have passed, in memory and in the table', async (t) => {
+      const { cache } = await setup(t, backend)
+      const e = entry()
+      const c = cache({ ttlSeconds: 1 })
+      await c.store([e])
+      t.equal((await c.lookup([e.key])).size, 1, 'fresh')
+      await sleep(1_100)
+      t.equal((await c.lookup([e.key])).size, 0, 'the same cache: LRU entry expired too')
+      t.equal((await cache({ ttlSeconds: 1 }).lookup([e.key])).size, 0, 'a fresh cache: table row expired')
+    })
+
+    t.test(
+      'an entry read from the table is not reused in memory past the row’s expiry',
+      { todo: 'bug: lookup caches table hits in the LRU for a full ttlSeconds from now, not until the row expires' },
+      async (t) => {
+        const { cache, database } = await setup(t, backend)
+        const e = entry()
+        await cache().store([e])
+        await database.query(sql`UPDATE analysis_cache SET expires_at = now() + interval '1 second' WHERE key = ${e.key}`)
+        const reader = cache({ ttlSeconds: 3600 })
+        t.equal((await reader.lookup([e.key])).size, 1, 'valid while the row is')
+        await sleep(1_200)
+        t.equal((await reader.lookup([e.key])).size, 0, 'expired with the row')
+      }
+    )
+
+    t.test('a TTL of 0 disables the cache: nothing stored, nothing found', async (t) => {
+      const { cache, database } = await setup(t, backend)
+      const e = entry()
+      const off = cache({ ttlSeconds: 0 })
+      t.equal(off.enabled, false)
+      await off.store([e])
+      const rows = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM analysis_cache`)
+      t.equal(Number(rows[0]!.n), 0, 'no row written')
+      await cache().store([e])
+      t.equal((await off.lookup([e.key])).size, 0, 'a row another instance wrote is not read either')
+      await off.flushHits()
+    })
+
+    t.test('flushHits adds every hit since the last flush to the hits column', async (t) => {
+      const { cache, row } = await setup(t, backend)
+      const a = entry()
+      const b = entry()
+      const c = cache()
+      await c.store([a, b])
+      await c.lookup([a.key])
+      await c.lookup([a.key, b.key, entry().key])
+      await c.lookup([a.key, a.key])
+      t.equal((await row(a.key))!.hits, 0, 'nothing written before a flush')
+      await c.flushHits()
+      t.equal((await row(a.key))!.hits, 4, 'every found occurrence counts')
+      t.equal((await row(b.key))!.hits, 1)
+      await c.flushHits()
+      t.equal((await row(a.key))!.hits, 4, 'a second flush with no new hits adds nothing')
+      await c.lookup([b.key])
+      await cache().lookup([b.key]).then(async () => c.flushHits())
+      t.equal((await row(b.key))!.hits, 2, 'only this cache’s hits are flushed by it')
+    })
+
+    t.test('purgeExpired deletes expired rows only', async (t) => {
+      const { cache, repo, database, row } = await setup(t, backend)
+      const old = entry()
+      const live = entry()
+      await cache().store([old, live])
+      await database.query(sql`UPDATE analysis_cache SET expires_at = now() - interval '1 second' WHERE key = ${old.key}`)
+      t.equal(await repo.purgeExpired(), 1)
+      t.equal(await row(old.key), undefined)
+      t.ok(await row(live.key))
+    })
+  })
+}
