@@ -10,18 +10,20 @@ import type { Analyzer } from './analyzers/analyzer.ts'
 import type { Config } from './config.ts'
 import type { Database } from './db/client.ts'
 import { createLogger } from './logger.ts'
+import authPlugin from './plugins/auth.ts'
 import databasePlugin from './plugins/database.ts'
 import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
 import metricsPlugin from './plugins/metrics.ts'
+import openapiPlugin from './plugins/openapi.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
-import securityPlugin from './plugins/security.ts'
-import authPlugin from './plugins/auth.ts'
 import quotasPlugin from './plugins/quotas.ts'
 import rateLimitPlugin from './plugins/rate-limit.ts'
+import securityPlugin from './plugins/security.ts'
 import adminRoutes from './routes/admin.ts'
 import conversationsRoutes from './routes/conversations.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
+import streamRoutes from './routes/stream.ts'
 import { createBodyAjv, createQueryAjv } from './validation.ts'
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
@@ -86,6 +88,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
 
   // external plugins and resources, in close order: database closes last
   await app.register(securityPlugin)
+  await app.register(openapiPlugin, { version: VERSION })
   await app.register(databasePlugin, { config, logger, database: deps.database })
   await app.register(metricsPlugin, { config })
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
@@ -99,6 +102,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(healthRoutes, { config, version: VERSION })
   await app.register(conversationsRoutes, { config })
   await app.register(insightsRoutes)
+  await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
 
   await app.ready()

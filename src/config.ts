@@ -69,6 +69,7 @@ export const ConfigSchema = Type.Object({
   MAX_ATTEMPTS: Int(5, 1, 100, 'claims before a conversation becomes a dead letter (failed)'),
   RETRY_BASE_MS: Int(2_000, 0, 3_600_000, 'first back-off after a failed analysis; doubles per attempt'),
   STUCK_AFTER_SECONDS: Int(300, 1, 86_400, 'work waiting and no batch finished for this long → /health answers 503 stuck'),
+  STREAM_HEARTBEAT_MS: Int(15_000, 100, 600_000, 'comment line on idle streams; under common proxies\' 30-60 s idle cut-offs'),
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 600_000, 'how long shutdown waits for in-flight batches'),
 
   // Prefilter

@@ -5,7 +5,7 @@
 // capture it (`KEY=$(npm run -s keys -- create ... | tail -n1)`).
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from './config.ts'
-import { type Scope, SCOPES, TIERS, type Tier, apiKeysRepository } from './db/api-keys.ts'
+import { apiKeysRepository, SCOPES, type Scope, TIERS, type Tier } from './db/api-keys.ts'
 import { openDatabase } from './db/client.ts'
 import { createLogger } from './logger.ts'
 

@@ -121,6 +121,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['reason'] as const,
       registers: r
     }),
+    streamClients: new client.Gauge({
+      name: 'gleaner_stream_clients',
+      help: 'Open /api/v1/insights/stream connections on this instance',
+      registers: r
+    }),
     budgetRemaining: new client.Gauge({
       name: 'gleaner_budget_remaining_usd',
       help: 'Remaining model budget for the current UTC day (absent when no budget is set)',

@@ -49,6 +49,13 @@ export type ModelFailureKind = 'error' | 'timeout' | 'rate_limited' | 'rejected'
 
 /** A whole call failed (after the analyzer's own retries). The worker counts it for the breaker. */
 export class ModelCallError extends Error {
+  /**
+   * What the batch spent before it failed (calls made, tokens of answers that could not be
+   * used). Real spend all the same: the worker books it, or a model that answers nonsense
+   * would never touch the daily budget.
+   */
+  usage?: BatchResult['usage']
+
   constructor(
     readonly kind: ModelFailureKind,
     message: string,

@@ -312,13 +312,14 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
         const failure = failures[pos] ?? { error: 'the model gave no valid insight for this conversation', retryable: true }
         return { id: item.id, ok: false, ...failure }
       })
-      return {
-        results,
-        usage: { input: usage.input, output: usage.output, cost_usd: costOf(usage), calls: usage.calls }
-      }
+      return { results, usage: spent() }
     }
 
-    return run()
+    const spent = () => ({ input: usage.input, output: usage.output, cost_usd: costOf(usage), calls: usage.calls })
+    return run().catch((err: unknown) => {
+      if (err instanceof ModelCallError) err.usage = spent()
+      throw err
+    })
   }
 
   async function ping(signal?: AbortSignal): Promise<void> {

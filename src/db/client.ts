@@ -21,6 +21,7 @@ export interface Database {
   ping(): Promise<void>
   /** LISTEN on a channel; resolves to an unlisten function */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
+  notify(channel: string, payload: string): Promise<void>
   close(): Promise<void>
 }
 
@@ -74,14 +75,40 @@ async function openPostgres(config: Config, logger: Logger): Promise<Database> {
       await pool.query('SELECT 1')
     },
     async listen(channel, onPayload) {
-      const c = await pool.connect()
-      listeners.push(c)
-      c.on('notification', (msg) => {
-        if (msg.channel === channel && msg.payload) onPayload(msg.payload)
-      })
-      c.on('error', (err) => logger.warn({ err: { message: err.message }, channel }, 'listen connection lost'))
-      await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      // A dedicated connection holds the LISTEN. If it drops (database restart), it is
+      // re-established with back-off, so streams resume without a process restart.
+      let closed = false
+      let current: import('pg').PoolClient | undefined
+      const connect = async (): Promise<void> => {
+        while (!closed) {
+          try {
+            const c = await pool.connect()
+            current = c
+            listeners.push(c)
+            c.on('notification', (msg) => {
+              if (msg.channel === channel && msg.payload) onPayload(msg.payload)
+            })
+            c.on('error', (err) => {
+              logger.warn({ err: { message: err.message }, channel }, 'listen connection lost; reconnecting')
+              const i = listeners.indexOf(c)
+              if (i >= 0) listeners.splice(i, 1)
+              c.release(true)
+              if (current === c) current = undefined
+              setTimeout(() => void connect(), 1_000).unref()
+            })
+            await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+            return
+          } catch (err) {
+            logger.warn({ err: { message: (err as Error).message }, channel }, 'cannot listen yet; retrying')
+            await new Promise((r) => setTimeout(r, 1_000).unref())
+          }
+        }
+      }
+      await connect()
       return async () => {
+        closed = true
+        const c = current
+        if (!c) return
         const i = listeners.indexOf(c)
         if (i >= 0) listeners.splice(i, 1)
         try {
@@ -89,6 +116,9 @@ async function openPostgres(config: Config, logger: Logger): Promise<Database> {
         } catch {}
         c.release(true)
       }
+    },
+    async notify(channel, payload) {
+      await pool.query('SELECT pg_notify($1, $2)', [channel, payload])
     },
     async close() {
       for (const c of listeners.splice(0)) c.release(true)
@@ -127,6 +157,9 @@ async function openPglite(config: Config, logger: Logger): Promise<Database> {
     },
     async listen(channel, onPayload) {
       return client.listen(channel, onPayload)
+    },
+    async notify(channel, payload) {
+      await client.query('SELECT pg_notify($1, $2)', [channel, payload])
     },
     async close() {
       try {

@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import {
   type AnalysisInput,
   type Analyzer,
+  type BatchResult,
   type InsightFields,
   type ItemResult,
   ModelCallError
@@ -197,6 +198,8 @@ export class Worker extends EventEmitter {
         await queue.waitForWork(config.SWEEP_INTERVAL_MS)
         continue
       }
+      // canRun() lets an open circuit whose cooldown is over run one probe batch: this one
+      const probe = breaker.state === 'open'
       if (!breaker.canRun()) {
         await this.d.conversations.releaseClaims(
           rows.map((r) => r.id),
@@ -205,7 +208,7 @@ export class Worker extends EventEmitter {
         continue
       }
       const batchId = ++this.batchSeq
-      this.batches.add(() => this.processBatch(batchId, rows)).catch(() => {})
+      this.batches.add(() => this.processBatch(batchId, rows, probe)).catch(() => {})
     }
   }
 
@@ -230,11 +233,12 @@ export class Worker extends EventEmitter {
     return rows
   }
 
-  private async processBatch(batchId: number, rows: ClaimedConversation[]): Promise<void> {
+  private async processBatch(batchId: number, rows: ClaimedConversation[], probe = false): Promise<void> {
     const { analyzer, metrics, breaker, batchSize, config } = this.d
     const log = this.log.child({ batch_id: batchId })
     const started = performance.now()
     let toAnalyze: ClaimedConversation[] = []
+    let breakerTold = false
     try {
       // 1. prefilter
       const skipped: { id: string; reason: string }[] = []
@@ -272,18 +276,11 @@ export class Worker extends EventEmitter {
         const batch = await analyzer.analyzeBatch(inputs, this.abort.signal)
         const latencyMs = performance.now() - t0
         breaker.recordSuccess()
+        breakerTold = true
         batchSize.onSuccess({ latencyMs, backlog: this.backlog.pending + this.d.queue.size })
         metrics.batchSize.set(batchSize.size)
         results = batch.results
-        if (analyzer.billable && batch.usage.calls > 0) {
-          this.d.budget.add(batch.usage.cost_usd)
-          await this.d.usage.add(analyzer.model, {
-            calls: batch.usage.calls,
-            input: batch.usage.input,
-            output: batch.usage.output,
-            costUsd: batch.usage.cost_usd
-          })
-        }
+        await this.bookUsage(batch.usage)
       }
 
       // 4. store
@@ -357,6 +354,11 @@ export class Worker extends EventEmitter {
     } catch (err) {
       if (err instanceof ModelCallError) {
         breaker.recordFailure()
+        breakerTold = true
+        // the calls made before the failure were spent all the same
+        await this.bookUsage(err.usage).catch((e) =>
+          log.warn({ err: { message: (e as Error).message } }, 'could not record model usage')
+        )
         if (err.kind !== 'rejected') batchSize.onFailure(err.kind)
         metrics.batchSize.set(batchSize.size)
         metrics.analysisFailures.inc({ reason: err.kind })
@@ -382,9 +384,27 @@ export class Worker extends EventEmitter {
         )
       }
     } finally {
+      // A probe must report (breaker.ts's contract), or the circuit stays half-open and the
+      // worker waits for ever. A probe that made no model call (all cache hits or skips, or a
+      // database error before the call) learned nothing about the model: stay cautious and
+      // open again for one cooldown; the next probe takes other rows.
+      if (probe && !breakerTold) breaker.recordFailure()
       this.lastProgressAt = Date.now()
       this.d.metrics.queueDepth.set(this.d.queue.size)
     }
+  }
+
+  /** Spend goes to the budget first (in memory, so the gate closes even if the write fails), then to the usage table. */
+  private async bookUsage(usage: BatchResult['usage'] | undefined): Promise<void> {
+    const { analyzer } = this.d
+    if (!analyzer.billable || !usage || usage.calls === 0) return
+    this.d.budget.add(usage.cost_usd)
+    await this.d.usage.add(analyzer.model, {
+      calls: usage.calls,
+      input: usage.input,
+      output: usage.output,
+      costUsd: usage.cost_usd
+    })
   }
 
   private logReleaseError(log: Logger, err: unknown) {

@@ -10,6 +10,7 @@ import { AdaptiveBatchSize } from '../pipeline/batch-size.ts'
 import { CircuitBreaker, circuitStateValue } from '../pipeline/breaker.ts'
 import { DailyBudget } from '../pipeline/budget.ts'
 import { AnalysisCache } from '../pipeline/cache.ts'
+import { InsightBus } from '../pipeline/insight-bus.ts'
 import { type PrefilterOptions, prefilterOptionsFrom } from '../pipeline/prefilter.ts'
 import { WorkQueue } from '../pipeline/queue.ts'
 import { Worker } from '../pipeline/worker.ts'
@@ -20,6 +21,7 @@ export interface Pipeline {
   breaker: CircuitBreaker
   budget: DailyBudget
   analyzer: Analyzer
+  insights: InsightBus
   prefilter: PrefilterOptions
   /** hand freshly committed pending ids to the worker (best effort: the database is the truth) */
   enqueue(ids: string[]): void
@@ -69,9 +71,15 @@ export default fp(
       logger: opts.logger
     })
 
+    const insights = new InsightBus(app.database, app.repos.insights, opts.logger)
+    worker.on('stored', (ids: string[]) => {
+      insights.publish(ids).catch((err) => opts.logger.warn({ err: { message: (err as Error).message } }, 'could not announce insights'))
+    })
+
     app.decorate('pipeline', {
       queue,
       worker,
+      insights,
       breaker,
       budget,
       analyzer,
@@ -85,6 +93,7 @@ export default fp(
     if (config.WORKER_ENABLED) app.addHook('onReady', async () => worker.start())
     app.addHook('onClose', async () => {
       await worker.stop()
+      await insights.close()
       await analyzer.close()
     })
   },

@@ -20,7 +20,7 @@ export function decodeCursor(s: string): Cursor {
   return { createdAt, id }
 }
 
-function filtersFrom(q: Static<typeof SummaryQuery>): InsightFilters {
+export function filtersFrom(q: Static<typeof SummaryQuery>): InsightFilters {
   const since = q.since ? new Date(q.since) : undefined
   const until = q.until ? new Date(q.until) : undefined
   if (since && until && since > until) throw badRequest('since must not be after until')

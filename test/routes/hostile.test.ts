@@ -1,7 +1,8 @@
 // Hostile and broken input over real HTTP: each case gets a clear 4xx with the contract's
 // error body (or is stored safely), and the next valid request still succeeds.
-import { request } from 'undici'
+
 import t from 'tap'
+import { request } from 'undici'
 import { backendEnv, buildTestApp, conversation, listen } from '../helper.ts'
 
 type Case = {
