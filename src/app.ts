@@ -87,7 +87,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   })
 
   // external plugins and resources, in close order: database closes last
-  await app.register(securityPlugin)
+  await app.register(securityPlugin, { config })
   await app.register(openapiPlugin, { version: VERSION })
   await app.register(databasePlugin, { config, logger, database: deps.database })
   await app.register(metricsPlugin, { config })

@@ -252,7 +252,7 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
     /**
      * Re-asks for entries an answer dropped, invalidated or mangled: small leftovers one by
      * one, larger ones in halves. Calls run one after another so a batch never holds more
-     * than one call in flight (MODEL_CONCURRENCY is counted in batches by the worker).
+     * than one call in flight (WORKER_CONCURRENCY bounds batches, and so calls, per process).
      */
     async function resolveLeftovers(group: Entry[], depth: number): Promise<void> {
       if (group.length === 0) return

@@ -1,10 +1,18 @@
 // Security headers for a JSON API: helmet's defaults with a CSP that allows nothing to load,
-// since no response of ours is a page (the /docs UI, when enabled, relaxes it for itself).
+// since no response of ours is a page (the /docs UI relaxes it for itself). CORS is opt-in.
+import cors from '@fastify/cors'
 import helmet from '@fastify/helmet'
 import fp from 'fastify-plugin'
+import type { Config } from '../config.ts'
 
 export default fp(
-  async (app) => {
+  async (app, opts: { config: Config }) => {
+    // CORS stays off (no Access-Control-* headers) unless origins are named: producers and
+    // analysts are servers, not browsers, by default
+    const origins = opts.config.CORS_ORIGIN.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+    if (origins.length) await app.register(cors, { origin: origins, methods: ['GET', 'POST'], maxAge: 600 })
     await app.register(helmet, {
       contentSecurityPolicy: {
         useDefaults: false,

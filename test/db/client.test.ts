@@ -5,18 +5,16 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { type Database, lockDataDir, openDatabase } from '../../src/db/client.ts'
 import { backendEnv, backends, freshPostgresUrl, tempDir, testConfig, waitFor } from '../helper.ts'
-
-type T = Parameters<Parameters<typeof t.test>[1]>[0]
 
 const logger = pino({ level: 'silent' })
 const open = (env: Record<string, string>) => openDatabase(testConfig(env), logger)
 const journal = JSON.parse(readFileSync(new URL('../../migrations/meta/_journal.json', import.meta.url), 'utf8')) as { entries: unknown[] }
 
 /** A process that stays alive for the test; killed in teardown. */
-async function liveProcess(t: T): Promise<number> {
+async function liveProcess(t: Test): Promise<number> {
   const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 5000)'], { stdio: 'ignore' })
   await once(child, 'spawn')
   t.teardown(() => {
@@ -157,18 +155,19 @@ t.test('PostgreSQL', { skip: !process.env.DATABASE_URL && 'DATABASE_URL is not s
 })
 
 for (const backend of backends()) {
-  t.test(`${backend}: listen delivers notifications until unlistened`, async (t) => {
+  t.test(`${backend}: listen delivers notifications on its channel until unlistened`, async (t) => {
     const database = await open(await backendEnv(t, backend))
     t.teardown(() => database.close())
     const got: string[] = []
     const unlisten = await database.listen('gleaner_test', (p) => got.push(p))
-    await database.query(sql`SELECT pg_notify('gleaner_test', 'one')`)
-    await database.query(sql`SELECT pg_notify('other_channel', 'not for us')`)
-    await waitFor(() => got.length > 0, { timeoutMs: 5_000, what: 'a notification' })
-    t.same(got, ['one'])
-    await unlisten()
+    await database.notify('gleaner_test', 'one')
+    await database.notify('other_channel', 'not for us')
     await database.query(sql`SELECT pg_notify('gleaner_test', 'two')`)
+    await waitFor(() => got.length >= 2, { timeoutMs: 5_000, what: 'two notifications' })
+    t.same(got, ['one', 'two'], 'from notify and from SQL alike')
+    await unlisten()
+    await database.notify('gleaner_test', 'three')
     await new Promise((r) => setTimeout(r, 100))
-    t.same(got, ['one'], 'nothing after unlisten')
+    t.same(got, ['one', 'two'], 'nothing after unlisten')
   })
 }

@@ -1,15 +1,13 @@
 // The insights repository: storing with the conversation's status, analyst lists and summary.
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { Sentiment, Urgency } from '../../src/analyzers/analyzer.ts'
 import { openDatabase } from '../../src/db/client.ts'
 import { conversationsRepository } from '../../src/db/conversations.ts'
 import { type Cursor, type InsightFilters, type InsightRow, insightsRepository, type NewInsight } from '../../src/db/insights.ts'
 import { sha256 } from '../../src/pipeline/normalize.ts'
 import { backendEnv, backends, testConfig } from '../helper.ts'
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 let seq = 0
 
@@ -102,7 +100,7 @@ for (const backend of backends()) {
       return ids
     }
 
-    const listAll = async (t: Tap, filters: InsightFilters, pageSize: number) => {
+    const listAll = async (t: Test, filters: InsightFilters, pageSize: number) => {
       const seen: InsightRow[] = []
       let cursor: Cursor | undefined
       for (let page = 0; page < 100; page++) {

@@ -191,6 +191,8 @@ for (const backend of backends()) {
       t.same(counts, { pending: 20 }, 'every conversation waits, none failed')
       const used = await app.database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM conversations WHERE attempts > 0`)
       t.equal(Number(used[0]?.n), 0, 'an outage uses no attempt')
+      const usage = (await app.inject({ url: '/api/v1/usage' })).json()
+      t.equal(usage.totals.calls, callsWhenOpen, 'the failed calls are in the usage report')
 
       fake.setBehaviour({ errorRate: 0 })
       await waitFor(() => allAnalyzed(app, 20), { what: 'all analysed after the probe' })

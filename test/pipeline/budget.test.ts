@@ -1,20 +1,18 @@
 // The daily budget over a real model_usage table, on both back ends.
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { openDatabase } from '../../src/db/client.ts'
 import { usageRepository } from '../../src/db/usage.ts'
 import { DailyBudget } from '../../src/pipeline/budget.ts'
 import { type BackendName, backendEnv, backends, testConfig } from '../helper.ts'
 
-type T = Parameters<Parameters<typeof t.test>[1]>[0]
-
-async function openTestDatabase(t: T, env: Record<string, string>) {
+async function openTestDatabase(t: Test, env: Record<string, string>) {
   const database = await openDatabase(testConfig(env), pino({ level: 'silent' }))
   t.teardown(() => database.close())
   return database
 }
 
-async function setup(t: T, backend: BackendName) {
+async function setup(t: Test, backend: BackendName) {
   const env = await backendEnv(t, backend)
   const database = await openTestDatabase(t, env)
   return { env, database, repo: usageRepository(database) }

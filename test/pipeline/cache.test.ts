@@ -1,7 +1,7 @@
 // The analysis cache stage (LRU in front of the analysis_cache table), on both back ends.
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { InsightFields } from '../../src/analyzers/analyzer.ts'
 import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
 import { openDatabase } from '../../src/db/client.ts'
@@ -9,9 +9,7 @@ import { AnalysisCache } from '../../src/pipeline/cache.ts'
 import { cacheKey, sha256 } from '../../src/pipeline/normalize.ts'
 import { type BackendName, backendEnv, backends, testConfig } from '../helper.ts'
 
-type T = Parameters<Parameters<typeof t.test>[1]>[0]
-
-async function setup(t: T, backend: BackendName) {
+async function setup(t: Test, backend: BackendName) {
   const database = await openDatabase(testConfig(await backendEnv(t, backend)), pino({ level: 'silent' }))
   t.teardown(() => database.close())
   const repo = analysisCacheRepository(database)

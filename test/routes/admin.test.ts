@@ -134,8 +134,10 @@ for (const backend of backends()) {
     t.test(
       'dead letters whose leases expired on the last attempt page every one exactly once',
       {
+        // PGlite's clock ticks in milliseconds, so only PostgreSQL shows the bug
         todo:
-          'reclaimExpired stamps updated_at with now() (microseconds); the cursor carries milliseconds, so rows failed in the same statement after the first page are skipped (src/db/conversations.ts listDeadLetters)'
+          backend === 'postgres' &&
+          'reclaimExpired stamps updated_at with now() (microseconds) but the cursor carries milliseconds, so rows failed in the same statement after the first page are skipped (src/db/conversations.ts listDeadLetters)'
       },
       async (t) => {
         const ids = await pendingConversations(app, 5)
