@@ -10,15 +10,20 @@ const Int = (def: number, min: number, max: number, description: string) =>
 const Num = (def: number, min: number, description: string) => Type.Number({ default: def, minimum: min, description })
 
 export const ConfigSchema = Type.Object({
-  NODE_ENV: Type.String({ default: 'production' }),
+  NODE_ENV: Type.String({ default: 'production', description: 'informational; Gleaner behaves the same in every environment' }),
   PORT: Int(3000, 0, 65535, 'TCP port to listen on'),
   HOST: Type.String({ default: '127.0.0.1', description: 'address to listen on (0.0.0.0 in the container)' }),
-  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino level' }),
   LOG_REDACT_FIELDS: Type.String({
     default: '',
     description: 'extra comma-separated log paths to redact (PII), on top of authorization headers and keys'
   }),
-  INSTANCE_ID: Type.String({ default: `${hostname()}-${process.pid}`, minLength: 1, maxLength: 100 }),
+  INSTANCE_ID: Type.String({
+    default: `${hostname()}-${process.pid}`,
+    minLength: 1,
+    maxLength: 100,
+    description: 'names this process in leases, logs and /health; unique per running instance'
+  }),
 
   // Database
   DATABASE_URL: Type.Optional(Type.String({ minLength: 1, description: 'PostgreSQL URL; unset → embedded PGlite' })),
@@ -27,10 +32,13 @@ export const ConfigSchema = Type.Object({
   DB_STATEMENT_TIMEOUT_MS: Int(15_000, 0, 600_000, 'server-side cap per statement, so a stuck query frees its connection'),
 
   // Auth and protection
-  AUTH: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  AUTH: Type.Union([Type.Literal('on'), Type.Literal('off')], {
+    default: 'on',
+    description: 'off disables API keys, rate limits per key and quotas (logs a warning at start)'
+  }),
   KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
-  METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8 })),
-  REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
+  METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8, description: 'when set, /metrics requires Authorization: Bearer <this>' })),
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared rate-limit store; unset → per-process limits' })),
   TRUST_PROXY: Type.String({ default: 'false', description: 'fastify trustProxy: false, true, a hop count or a list of CIDRs' }),
   CORS_ORIGIN: Type.String({ default: '', description: 'comma-separated allowed origins; empty → CORS off' }),
   RATE_LIMIT_WINDOW_MS: Int(60_000, 1_000, 86_400_000, 'rate-limit window'),
@@ -73,7 +81,7 @@ export const ConfigSchema = Type.Object({
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 600_000, 'how long shutdown waits for in-flight batches'),
 
   // Prefilter
-  PREFILTER_ENABLED: Type.Boolean({ default: true }),
+  PREFILTER_ENABLED: Type.Boolean({ default: true, description: 'skip conversations with too little customer text' }),
   PREFILTER_MIN_USER_CHARS: Int(12, 0, 100_000, 'user text shorter than this (after removing links and boilerplate) is skipped'),
   PREFILTER_MIN_USER_WORDS: Int(3, 0, 100_000, 'user text with fewer words is skipped'),
   PREFILTER_BOILERPLATE: Type.String({
@@ -86,10 +94,13 @@ export const ConfigSchema = Type.Object({
   CACHE_LRU_SIZE: Int(10_000, 0, 10_000_000, 'in-memory entries in front of the cache table'),
 
   // Model
-  MODEL_PROVIDER: Type.Union([Type.Literal('local'), Type.Literal('openai-compatible')], { default: 'local' }),
-  MODEL_BASE_URL: Type.Optional(Type.String({ minLength: 1 })),
-  MODEL_API_KEY: Type.Optional(Type.String()),
-  MODEL_NAME: Type.Optional(Type.String({ minLength: 1 })),
+  MODEL_PROVIDER: Type.Union([Type.Literal('local'), Type.Literal('openai-compatible')], {
+    default: 'local',
+    description: 'local (embedded lexicon analyzer, no network) or openai-compatible'
+  }),
+  MODEL_BASE_URL: Type.Optional(Type.String({ minLength: 1, description: 'e.g. https://api.x.ai/v1; /chat/completions is appended' })),
+  MODEL_API_KEY: Type.Optional(Type.String({ description: 'sent as a Bearer token; never logged' })),
+  MODEL_NAME: Type.Optional(Type.String({ minLength: 1, description: 'model id, e.g. grok-4-fast, gpt-4o-mini, llama3.1' })),
   MODEL_TIMEOUT_MS: Int(60_000, 100, 600_000, 'per model call; a hung call is aborted'),
   MODEL_MAX_RETRIES: Int(3, 0, 20, 'retries of one call on network errors, 429 and 5xx'),
   MODEL_RETRY_BASE_MS: Int(500, 0, 600_000, 'base of exponential back-off with full jitter'),
@@ -103,7 +114,9 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: 'per-model prices overriding the two above: "model=in/out,model2=in/out" in USD per million tokens'
   }),
-  DAILY_BUDGET_USD: Type.Optional(Type.Number({ minimum: 0 })),
+  DAILY_BUDGET_USD: Type.Optional(
+    Type.Number({ minimum: 0, description: 'model spend cap per UTC day; when reached the worker pauses until the next day' })
+  ),
   BREAKER_FAILURE_THRESHOLD: Int(5, 1, 1000, 'consecutive failed batches that open the circuit'),
   BREAKER_COOLDOWN_MS: Int(30_000, 10, 3_600_000, 'how long the circuit stays open before a half-open probe')
 })
