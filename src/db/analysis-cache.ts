@@ -7,13 +7,13 @@ import { analysisCache } from './schema.ts'
 export function analysisCacheRepository(database: Database) {
   const { db } = database
   return {
-    async getMany(keys: string[]): Promise<Map<string, InsightFields>> {
+    async getMany(keys: string[]): Promise<Map<string, { insight: InsightFields; expiresAt: Date }>> {
       if (keys.length === 0) return new Map()
       const rows = await db
-        .select({ key: analysisCache.key, insight: analysisCache.insight })
+        .select({ key: analysisCache.key, insight: analysisCache.insight, expiresAt: analysisCache.expiresAt })
         .from(analysisCache)
         .where(and(inArray(analysisCache.key, keys), gt(analysisCache.expiresAt, new Date())))
-      return new Map(rows.map((r) => [r.key, r.insight as InsightFields]))
+      return new Map(rows.map((r) => [r.key, { insight: r.insight as InsightFields, expiresAt: r.expiresAt }]))
     },
 
     async putMany(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[], ttlSeconds: number) {

@@ -48,6 +48,10 @@ async function openPostgres(config: Config, logger: Logger): Promise<Database> {
   })
   // An idle client losing its server emits 'error' on the pool; unhandled, it kills the process.
   pool.on('error', (err) => logger.warn({ err: { message: err.message } }, 'idle database connection lost'))
+  // A checked-out client has no pool listener: drizzle's transactions hold one between
+  // statements, and a server shutdown then emits 'error' on it, which, unhandled, kills the
+  // process. The statement that follows fails on its own (503), so nothing to do here.
+  pool.on('connect', (client) => client.on('error', () => {}))
   const db = drizzle({ client: pool, schema }) as unknown as Db
 
   // drizzle's migrator takes no lock: several instances starting together would race.

@@ -125,7 +125,7 @@ export function conversationsRepository(database: Database) {
       const rows = await database.query<ClaimedRow>(sql`
         UPDATE conversations SET status = 'processing', lease_owner = ${owner},
           lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
-          attempts = attempts + 1, updated_at = now()
+          attempts = attempts + 1, updated_at = date_trunc('milliseconds', now())
         WHERE id IN (
           SELECT id FROM conversations
           WHERE ${inArray(conversations.id, ids)} AND status = 'pending' AND available_at <= now()
@@ -140,7 +140,7 @@ export function conversationsRepository(database: Database) {
       const rows = await database.query<ClaimedRow>(sql`
         UPDATE conversations SET status = 'processing', lease_owner = ${owner},
           lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
-          attempts = attempts + 1, updated_at = now()
+          attempts = attempts + 1, updated_at = date_trunc('milliseconds', now())
         WHERE id IN (
           SELECT id FROM conversations
           WHERE status = 'pending' AND available_at <= now()
@@ -148,7 +148,7 @@ export function conversationsRepository(database: Database) {
           LIMIT ${n}
           FOR UPDATE SKIP LOCKED)
         RETURNING id, source, messages, text_hash, received_at, attempts`)
-      return rows.map(toClaimed).sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime())
+      return rows.map(toClaimed).sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime() || a.id.localeCompare(b.id))
     },
 
     async markSkipped(items: { id: string; reason: string }[], owner: string, executor: Executor = db) {
@@ -195,7 +195,7 @@ export function conversationsRepository(database: Database) {
     async releaseClaims(ids: string[] | 'all', owner: string, delayMs = 0): Promise<number> {
       const rows = await database.query<{ id: string }>(sql`
         UPDATE conversations SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
-          attempts = GREATEST(attempts - 1, 0), updated_at = now(),
+          attempts = GREATEST(attempts - 1, 0), updated_at = date_trunc('milliseconds', now()),
           available_at = now() + make_interval(secs => ${delayMs / 1000})
         WHERE status = 'processing' AND lease_owner = ${owner}
           ${ids === 'all' ? sql`` : sql`AND ${inArray(conversations.id, ids.length ? ids : ['00000000-0000-0000-0000-000000000000'])}`}
@@ -208,12 +208,14 @@ export function conversationsRepository(database: Database) {
      * failed when the attempts are used up (a conversation that kills its worker every time
      * must not keep killing workers).
      */
+    // updated_at is written at millisecond precision (date_trunc) because dead-letter
+    // cursors are JS Dates: microseconds would make rows sharing an instant fall between pages
     async reclaimExpired(maxAttempts: number): Promise<{ requeued: number; failed: number }> {
       const rows = await database.query<{ status: string }>(sql`
         UPDATE conversations SET
           status = CASE WHEN attempts >= ${maxAttempts} THEN 'failed' ELSE 'pending' END,
           last_error = CASE WHEN attempts >= ${maxAttempts} THEN 'lease expired on the last attempt' ELSE last_error END,
-          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          lease_owner = NULL, lease_expires_at = NULL, updated_at = date_trunc('milliseconds', now())
         WHERE id IN (
           SELECT id FROM conversations
           WHERE status = 'processing' AND lease_expires_at < now()

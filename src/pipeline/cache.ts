@@ -31,8 +31,10 @@ export class AnalysisCache {
     }
     if (misses.length) {
       for (const [k, v] of await this.repo.getMany(misses)) {
-        found.set(k, v)
-        this.lru?.set(k, v)
+        found.set(k, v.insight)
+        // never keep an entry in memory past the row's own expiry
+        const ttl = v.expiresAt.getTime() - Date.now()
+        if (ttl > 0) this.lru?.set(k, v.insight, { ttl })
       }
     }
     for (const k of keys) if (found.has(k)) this.pendingHits.set(k, (this.pendingHits.get(k) ?? 0) + 1)

@@ -33,7 +33,10 @@ export function prefilterOptionsFrom(config: {
 const URL_RE = /\b(?:https?:\/\/|www\.)\S+/giu
 const HAS_URL_RE = /(?:https?:\/\/|www\.)\S+/iu
 const EMAIL_RE = /\S+@\S+\.\S+/gu
-const PUNCT_RE = /[\p{P}\p{S}]+/gu
+// punctuation, symbols, and the marks and format characters emoji are built from
+// (variation selectors, zero-width joiners): none of them is a word
+const PUNCT_RE = /[\p{P}\p{S}\p{M}\p{Cf}]+/gu
+const HAS_WORD_CHAR_RE = /[\p{L}\p{N}]/u
 
 export function prefilter(messages: Message[], opts: PrefilterOptions): PrefilterVerdict {
   if (!opts.enabled) return { skip: false }
@@ -42,7 +45,7 @@ export function prefilter(messages: Message[], opts: PrefilterOptions): Prefilte
 
   const raw = userTexts.join(' ')
   const withoutLinks = raw.replace(URL_RE, ' ').replace(EMAIL_RE, ' ')
-  const words = withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u).filter(Boolean)
+  const words = withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u).filter((w) => HAS_WORD_CHAR_RE.test(w))
   if (words.length === 0) {
     return HAS_URL_RE.test(raw) ? { skip: true, reason: 'links_only' } : { skip: true, reason: 'too_short' }
   }

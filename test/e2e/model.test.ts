@@ -9,24 +9,39 @@ import pino from 'pino'
 import t from 'tap'
 import { type FakeModelServer, type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 import type { AppDeps } from '../../src/app.ts'
-import { type BackendName, backendEnv, backends, buildTestApp, conversation, waitFor } from '../helper.ts'
+import { type Database, openDatabase } from '../../src/db/client.ts'
+import { type BackendName, backendEnv, backends, buildTestApp, conversation, testConfig, waitFor } from '../helper.ts'
 
 const API_KEY = 'sk-test-secret-123'
 type TestApp = Awaited<ReturnType<typeof buildTestApp>>
 type T = Parameters<typeof buildTestApp>[0]
 
+/**
+ * Creating and migrating a PGlite takes seconds, which a dozen tests here would pay each
+ * (a fresh PostgreSQL database is cheap): the PGlite tests share one, emptied before each test.
+ */
+async function sharedPglite(t: T): Promise<Database> {
+  const database = await openDatabase(testConfig({ DATA_DIR: 'memory://' }), pino({ level: 'silent' }))
+  t.teardown(() => database.close())
+  return database
+}
+
 /** The fake on a port of its own and an app pointed at it; both closed after the test. */
 async function setup(
   t: T,
   backend: BackendName,
-  opts: { fake?: FakeModelServerOptions; env?: Record<string, string>; deps?: AppDeps } = {}
+  opts: { fake?: FakeModelServerOptions; env?: Record<string, string>; deps?: AppDeps; shared?: Database } = {}
 ): Promise<{ app: TestApp; fake: FakeModelServer }> {
   const fake = await startFakeModelServer(opts.fake)
   t.teardown(() => fake.close())
+  if (opts.shared) {
+    // the previous test's app has closed (its worker released everything); start empty
+    await opts.shared.query(sql`TRUNCATE conversations, insights, model_usage, analysis_cache CASCADE`)
+  }
   const app = await buildTestApp(
     t,
     {
-      ...(await backendEnv(t, backend)),
+      ...(opts.shared ? {} : await backendEnv(t, backend)),
       MODEL_PROVIDER: 'openai-compatible',
       MODEL_BASE_URL: fake.url,
       MODEL_NAME: 'fake-1',
@@ -41,7 +56,7 @@ async function setup(
       MODEL_PRICES: 'fake-1=1/2',
       ...opts.env
     },
-    opts.deps
+    { ...opts.deps, ...(opts.shared ? { database: opts.shared } : {}) }
   )
   return { app, fake }
 }
@@ -112,8 +127,9 @@ function captureLogger(level = 'debug') {
 
 for (const backend of backends()) {
   t.test(backend, async (t) => {
+    const shared = backend === 'pglite' ? await sharedPglite(t) : undefined
     t.test('conversations are analysed by the model with tokens and cost on insights, usage and metrics', async (t) => {
-      const { app, fake } = await setup(t, backend)
+      const { app, fake } = await setup(t, backend, { shared })
       const ids = await ingest(app, many(12))
       await waitFor(() => allAnalyzed(app, 12), { what: 'all 12 analysed' })
 
@@ -154,6 +170,7 @@ for (const backend of backends()) {
     t.test('a failing model opens the circuit, pauses without burning calls or attempts, and a probe closes it', async (t) => {
       const { logger, lines } = captureLogger('warn')
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: { errorRate: 1 },
         env: {
           BREAKER_FAILURE_THRESHOLD: '3',
@@ -209,7 +226,7 @@ for (const backend of backends()) {
 
     t.test('a poison conversation becomes a dead letter after MAX_ATTEMPTS while the others are analysed, and can be retried', async (t) => {
       const marker = 'POISON-7f3a'
-      const { app, fake } = await setup(t, backend, { fake: { poisonMarker: marker }, env: { MAX_ATTEMPTS: '3' } })
+      const { app, fake } = await setup(t, backend, { shared, fake: { poisonMarker: marker }, env: { MAX_ATTEMPTS: '3' } })
       const poison = conversation({
         messages: [{ role: 'user', content: `My parcel never arrived and tracking is broken ${marker}` }]
       })
@@ -244,6 +261,7 @@ for (const backend of backends()) {
 
     t.test('a spent daily budget pauses the worker after the first batch and loses nothing', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         env: { DAILY_BUDGET_USD: '0.000001', WORKER_CONCURRENCY: '1', BATCH_INITIAL: '5' }
       })
       await ingest(app, many(20))
@@ -272,6 +290,7 @@ for (const backend of backends()) {
 
     t.test('slow batches shrink the batch size; a healthy model with a deep backlog grows it back', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: { latencyMs: 250 },
         env: { BATCH_MIN: '1', BATCH_MAX: '20', BATCH_INITIAL: '20', BATCH_LATENCY_TARGET_MS: '100', WORKER_CONCURRENCY: '1' }
       })
@@ -292,6 +311,7 @@ for (const backend of backends()) {
 
     t.test('failed batches shrink the batch size; it grows back once the model answers', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: { errorRate: 1 },
         env: {
           BATCH_MIN: '1',
@@ -316,6 +336,7 @@ for (const backend of backends()) {
 
     t.test('429 with Retry-After through the worker: the batch waits, uses no attempt and ends analysed', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         // one more 429 than the client retries: the batch itself fails rate limited once
         fake: { rateLimitNext: 2, retryAfterSeconds: 1 },
         env: { MODEL_MAX_RETRIES: '1', WORKER_CONCURRENCY: '1', BATCH_INITIAL: '5' }
@@ -332,6 +353,7 @@ for (const backend of backends()) {
 
     t.test('a hung model times out, nothing is lost, and everything is analysed once it recovers', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: { hang: true },
         env: {
           MODEL_TIMEOUT_MS: '200',
@@ -363,6 +385,7 @@ for (const backend of backends()) {
 
     t.test('a half-open probe served entirely from the cache does not leave the circuit half-open for ever', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         env: {
           BREAKER_FAILURE_THRESHOLD: '1',
           BREAKER_COOLDOWN_MS: '100',
@@ -395,6 +418,7 @@ for (const backend of backends()) {
 
     t.test('tokens of answers that could not be used still count against the budget', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: { malformed: 'garbage' },
         env: {
           DAILY_BUDGET_USD: '0.000001',
@@ -421,6 +445,7 @@ for (const backend of backends()) {
     t.test('the model API key never appears in the logs, across failures and retries', async (t) => {
       const { logger, lines } = captureLogger('debug')
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: {
           requireApiKey: API_KEY,
           failNext: 2,
@@ -450,6 +475,7 @@ for (const backend of backends()) {
 
     t.test('2,000 conversations through a model failing 20 % of calls are all analysed exactly once', async (t) => {
       const { app, fake } = await setup(t, backend, {
+        shared,
         fake: { errorRate: 0.2, seed: 42 },
         env: {
           BATCH_MAX: '100',

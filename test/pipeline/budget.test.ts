@@ -1,21 +1,16 @@
 // The daily budget over a real model_usage table, on both back ends.
+import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t, { type Test } from 'tap'
 import { openDatabase } from '../../src/db/client.ts'
 import { usageRepository } from '../../src/db/usage.ts'
 import { DailyBudget } from '../../src/pipeline/budget.ts'
-import { type BackendName, backendEnv, backends, testConfig } from '../helper.ts'
+import { backendEnv, backends, testConfig } from '../helper.ts'
 
 async function openTestDatabase(t: Test, env: Record<string, string>) {
   const database = await openDatabase(testConfig(env), pino({ level: 'silent' }))
   t.teardown(() => database.close())
   return database
-}
-
-async function setup(t: Test, backend: BackendName) {
-  const env = await backendEnv(t, backend)
-  const database = await openTestDatabase(t, env)
-  return { env, database, repo: usageRepository(database) }
 }
 
 const usage = (costUsd: number) => ({ calls: 1, input: 100, output: 20, costUsd })
@@ -33,8 +28,15 @@ function clock(iso: string) {
 
 for (const backend of backends()) {
   t.test(backend, async (t) => {
+    // one database per back end, emptied before each test: opening PGlite takes seconds
+    const env = await backendEnv(t, backend)
+    const database = await openTestDatabase(t, env)
+    const repo = usageRepository(database)
+    t.beforeEach(async () => {
+      await database.query(sql`TRUNCATE model_usage`)
+    })
+
     t.test('without a limit the budget is never exhausted', async (t) => {
-      const { repo } = await setup(t, backend)
       await repo.add('m', usage(1_000_000))
       const budget = new DailyBudget(undefined, repo)
       await budget.refresh()
@@ -47,7 +49,6 @@ for (const backend of backends()) {
     })
 
     t.test('the budget is exhausted once today’s spend reaches the limit', async (t) => {
-      const { repo } = await setup(t, backend)
       const budget = new DailyBudget(1, repo)
       await budget.refresh()
       t.equal(budget.exhausted(), false)
@@ -64,14 +65,12 @@ for (const backend of backends()) {
     })
 
     t.test('a zero limit is exhausted from the start', async (t) => {
-      const { repo } = await setup(t, backend)
       const budget = new DailyBudget(0, repo)
       await budget.refresh()
       t.equal(budget.exhausted(), true)
     })
 
     t.test('refresh reads spend written to the database by another instance, over every model', async (t) => {
-      const { env, database, repo } = await setup(t, backend)
       // on PostgreSQL the other instance has its own pool; PGlite is one process's database
       const other = backend === 'postgres' ? usageRepository(await openTestDatabase(t, env)) : usageRepository(database)
       const budget = new DailyBudget(2, repo)
@@ -87,7 +86,6 @@ for (const backend of backends()) {
     })
 
     t.test('refresh ignores spend of other days', async (t) => {
-      const { repo } = await setup(t, backend)
       const c = clock('2026-03-10T12:00:00Z')
       await repo.add('m', usage(5), '2026-03-09')
       await repo.add('m', usage(7), '2026-03-11')
@@ -99,7 +97,6 @@ for (const backend of backends()) {
     })
 
     t.test('a new UTC day starts with nothing spent', async (t) => {
-      const { repo } = await setup(t, backend)
       const c = clock('2026-03-10T23:59:59.000Z')
       await repo.add('m', usage(3), '2026-03-10')
       const budget = new DailyBudget(3, repo, c.now)
@@ -115,7 +112,6 @@ for (const backend of backends()) {
     })
 
     t.test('money added late on one day does not count on the next', async (t) => {
-      const { repo } = await setup(t, backend)
       const c = clock('2026-03-10T23:00:00.000Z')
       const budget = new DailyBudget(10, repo, c.now)
       await budget.refresh()
@@ -126,7 +122,6 @@ for (const backend of backends()) {
     })
 
     t.test('the budget is judged by the UTC day, not the local one', async (t) => {
-      const { repo } = await setup(t, backend)
       // 23:30 in New York on the 10th is already the 11th in UTC
       const c = clock('2026-03-10T23:30:00-05:00')
       await repo.add('m', usage(9), '2026-03-10')
