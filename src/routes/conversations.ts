@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Message } from '../analyzers/analyzer.ts'
 import type { Config } from '../config.ts'
 import type { NewConversation } from '../db/conversations.ts'
+import { GroupInserter } from '../db/group-insert.ts'
 import { AppError, notFound, validationFailed } from '../errors.ts'
 import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
 import { prefilter } from '../pipeline/prefilter.ts'
@@ -39,6 +40,10 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
   const validateItem = createBodyAjv().compile(ConversationSchema)
   const { conversations } = app.repos
   const { pipeline, metrics } = app
+  const grouped = new GroupInserter(
+    (rows) => conversations.insertMany(rows),
+    app.database.kind === 'pglite' ? 1 : Math.max(1, Math.floor(config.DB_POOL_MAX / 2))
+  )
   // Sources are client-chosen: cap the label set so a buggy producer cannot blow up /metrics.
   const seenSources = new Set<string>()
   const sourceLabel = (s: string) => {
@@ -98,7 +103,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       overloaded()
       const row = toRow(body)
       await app.quotas.consume(req, 1)
-      const [res] = await conversations.insertMany([row]).catch(async (err) => {
+      const res = await grouped.insert(row).catch(async (err) => {
         await app.quotas.refund(req, 1).catch(() => {})
         throw err
       })
