@@ -7,6 +7,7 @@ import type { SQL } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import type { Logger } from 'pino'
 import type { Config } from '../config.ts'
+import { isDatabaseUnavailable } from './errors.ts'
 import * as schema from './schema.ts'
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
@@ -53,6 +54,24 @@ async function openPostgres(config: Config, logger: Logger): Promise<Database> {
   // process. The statement that follows fails on its own (503), so nothing to do here.
   pool.on('connect', (client) => client.on('error', () => {}))
   const db = drizzle({ client: pool, schema }) as unknown as Db
+  // drizzle's transaction() on a pool sends BEGIN before its try/finally, so a BEGIN that
+  // fails (a pooled connection the server has just cut) never gives its client back: each
+  // outage leaks connections until the pool is dry, and pool.end() then waits for ever on
+  // shutdown. Checking the client out here releases it whatever fails, and a connection
+  // that failed as unavailable is destroyed rather than handed to the next caller.
+  const transaction = async (fn: Parameters<Db['transaction']>[0], txConfig?: Parameters<Db['transaction']>[1]) => {
+    const client = await pool.connect()
+    let broken: Error | undefined
+    try {
+      return await (drizzle({ client, schema }) as unknown as Db).transaction(fn, txConfig)
+    } catch (err) {
+      if (isDatabaseUnavailable(err)) broken = err as Error
+      throw err
+    } finally {
+      client.release(broken)
+    }
+  }
+  db.transaction = transaction as Db['transaction']
 
   // drizzle's migrator takes no lock: several instances starting together would race.
   const client = await pool.connect()

@@ -1,7 +1,7 @@
 // Group commit for single-conversation ingest. Requests that arrive while an INSERT is in
 // flight are gathered into the next one: one multi-row statement and one commit for many
 // requests. Each request is still answered only after the commit that holds its row. No
-// timer: at low load a row goes out at once (no added latency); under load groups grow
+// timer: at low load a row goes out on the next tick (no added latency); under load groups grow
 // by themselves. On PGlite (one connection, a few ms a statement) this is the difference
 // between hundreds and thousands of requests a second.
 import type { IngestResult, NewConversation } from './conversations.ts'
@@ -15,6 +15,7 @@ interface Waiter {
 export class GroupInserter {
   private queue: Waiter[] = []
   private inFlight = 0
+  private scheduled = false
 
   constructor(
     private readonly insertMany: (rows: NewConversation[]) => Promise<IngestResult[]>,
@@ -27,7 +28,16 @@ export class GroupInserter {
   insert(row: NewConversation): Promise<IngestResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ row, resolve, reject })
-      this.kick()
+      // Flush on the next turn of the event loop, after the requests already waiting in
+      // socket buffers have been parsed and queued: PGlite answers within the same turn
+      // (no real I/O), so an immediate flush would always send groups of one.
+      if (!this.scheduled) {
+        this.scheduled = true
+        setImmediate(() => {
+          this.scheduled = false
+          this.kick()
+        })
+      }
     })
   }
 

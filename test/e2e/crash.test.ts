@@ -4,7 +4,7 @@
 // when their leases expire.
 import t from 'tap'
 import { startFakeModelServer } from '../../loadtest/fake-model-server.ts'
-import { conversation, freshPostgresUrl, waitFor } from '../helper.ts'
+import { body, conversation, freshPostgresUrl, waitFor } from '../helper.ts'
 import { checkAcknowledged, freePort, startServer, statusCounts, testPool } from './server-process.ts'
 
 const skip = process.env.DATABASE_URL ? false : 'needs a real PostgreSQL: set DATABASE_URL (CI sets it)'
@@ -62,7 +62,7 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
       try {
         const res = await post(base, '/api/v1/conversations', item(i))
         if (res.status === 202) {
-          ack(await res.json())
+          ack(await body(res))
           trickleAcks++
         } else await res.body?.cancel()
       } catch {
@@ -85,7 +85,7 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
         conversations: Array.from({ length: BATCH_SIZE }, (_, i) => item(i))
       })
       t.equal(res.status, 207, 'batch stored')
-      const out = (await res.json()) as { results: (Ack & { duplicate: boolean })[]; accepted: number }
+      const out: { results: Ack[] } = await body(res)
       for (const r of out.results) ack(r)
     }
   }
@@ -95,7 +95,7 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
       singles++
       const res = await post(base, '/api/v1/conversations', item(singles))
       if (res.status !== 202) t.fail(`single ingest answered ${res.status}: ${await res.text()}`)
-      else ack(await res.json())
+      else ack(await body(res))
     }
   }
   await Promise.all([batchWorker(), batchWorker(), batchWorker(), singleWorker(), singleWorker()])
@@ -154,6 +154,6 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
     reclaimed.every((r) => r.status === 'analyzed' && r.attempts >= 2 && r.owner === null),
     'the dead instance\'s claims were reclaimed after their lease and analysed by the new one'
   )
-  const health = (await (await fetch(`${second.base}/health`)).json()) as { status: string; instance_id: string }
+  const health = await body(await fetch(`${second.base}/health`))
   t.match(health, { status: 'ok', instance_id: 'crash-b' })
 })

@@ -174,7 +174,7 @@ for (const backend of backends()) {
         fake: { errorRate: 1 },
         env: {
           BREAKER_FAILURE_THRESHOLD: '3',
-          BREAKER_COOLDOWN_MS: '1500',
+          BREAKER_COOLDOWN_MS: '2000',
           MODEL_MAX_RETRIES: '1',
           WORKER_CONCURRENCY: '1',
           BATCH_INITIAL: '8'
@@ -200,7 +200,7 @@ for (const backend of backends()) {
       const callsWhenOpen = fake.stats.calls
 
       // Silence can only be observed over a window; the window counts because the circuit is
-      // still open at its end (asserted below), well inside the 1.5 s cooldown.
+      // still open at its end (asserted below), well inside the 2 s cooldown.
       await sleep(300)
       t.equal(app.pipeline.breaker.state, 'open')
       t.equal(fake.stats.calls, callsWhenOpen, 'no model call while the circuit is open')

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import t from 'tap'
-import { buildTestApp, conversation, listen, waitFor } from '../helper.ts'
+import { body, buildTestApp, conversation, listen, waitFor } from '../helper.ts'
 import { freePort } from './server-process.ts'
 
 const run = promisify(execFile)
@@ -84,7 +84,7 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
   const acked = new Set<string>()
   let producing = true
 
-  const post = async (route: Seen['route'], payload: unknown): Promise<{ res?: Response; json?: any }> => {
+  const post = async (route: Seen['route'], payload: unknown) => {
     const started = phase
     try {
       const res = await fetch(`${base}/api/v1/conversations${route === 'batch' ? '/batch' : ''}`, {
@@ -92,12 +92,12 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(payload)
       })
-      const json = await res.json()
+      const json = await body(res)
       seen.push({ phase: started, route, status: res.status, code: json?.error?.code, retryAfter: res.headers.get('retry-after') })
       return { res, json }
     } catch {
       seen.push({ phase: started, route, status: 'network error', retryAfter: null })
-      return {}
+      return { res: undefined, json: undefined }
     }
   }
 

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import t from 'tap'
-import { buildTestApp, conversation, listen, waitFor } from '../helper.ts'
+import { body, buildTestApp, conversation, listen, waitFor } from '../helper.ts'
 import { freePort } from './server-process.ts'
 
 const run = promisify(execFile)
@@ -71,7 +71,7 @@ interface Seen {
 
 t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery without a restart, nothing acknowledged lost', { skip }, async (t) => {
   const orig = t.teardown.bind(t)
-  ;(t as any).teardown = (fn: () => unknown) => orig(async () => { try { await fn() } catch (e) { console.error('TEARDOWN ERR', fn.toString().slice(0, 300), e); throw e } })
+  ;(t as any).teardown = (fn: () => unknown) => orig(async () => { const name = fn.toString().slice(0, 80).replace(/\s+/g, ' '); process.stderr.write(`TD start ${name}\n`); process.on('exit', () => process.stderr.write(`EXIT handles=${(process as any)._getActiveHandles().length}\n`)); try { await fn(); process.stderr.write(`TD done ${name}\n`) } catch (e) { console.error('TEARDOWN ERR', fn.toString().slice(0, 300), e); throw e } })
   const cluster = await startCluster(t)
   const app = await buildTestApp(t, {
     DATABASE_URL: cluster.url,
@@ -80,13 +80,23 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
     RATE_LIMIT_ANONYMOUS: '10000000'
   })
   const base = await listen(app)
+  t.teardown(async () => {
+    const w = app.pipeline.worker as any
+    const pool = (app.database.db as any).$client
+    const dump = (tag: string) => process.stderr.write(`DBG ${tag} running=${w.running} loopAlive=${w.loopAlive} pending=${w.batches.pending} size=${w.batches.size} pool total=${pool.totalCount} idle=${pool.idleCount} waiting=${pool.waitingCount}\n`)
+    dump('before stop')
+    const iv = setInterval(() => dump('during stop'), 500)
+    await app.pipeline.worker.stop()
+    clearInterval(iv)
+    dump('after stop')
+  })
 
   let phase: Phase = 'before'
   const seen: Seen[] = []
   const acked = new Set<string>()
   let producing = true
 
-  const post = async (route: Seen['route'], payload: unknown): Promise<{ res?: Response; json?: any }> => {
+  const post = async (route: Seen['route'], payload: unknown) => {
     const started = phase
     try {
       const res = await fetch(`${base}/api/v1/conversations${route === 'batch' ? '/batch' : ''}`, {
@@ -94,12 +104,12 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(payload)
       })
-      const json = await res.json()
+      const json = await body(res)
       seen.push({ phase: started, route, status: res.status, code: json?.error?.code, retryAfter: res.headers.get('retry-after') })
       return { res, json }
     } catch {
       seen.push({ phase: started, route, status: 'network error', retryAfter: null })
-      return {}
+      return { res: undefined, json: undefined }
     }
   }
 
