@@ -171,7 +171,7 @@ export class Worker extends EventEmitter {
       }
       if (breaker.state === 'half_open') {
         // the probe batch is in flight; nothing else runs until it reports
-        await Promise.race([this.nextBatchDone(), queue.waitForWork(1_000)])
+        await queue.waitForWork(1_000) // every finished batch wakes the queue
         continue
       }
       if (this.d.analyzer.billable && budget.exhausted()) {
@@ -391,6 +391,7 @@ export class Worker extends EventEmitter {
       if (probe && !breakerTold) breaker.recordFailure()
       this.lastProgressAt = Date.now()
       this.d.metrics.queueDepth.set(this.d.queue.size)
+      this.d.queue.wake() // a slot is free and the breaker may have changed: let the loop look
     }
   }
 

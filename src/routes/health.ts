@@ -15,7 +15,8 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
   const body = () => {
     const w = pipeline.worker.status()
     const limit = pipeline.budget.limit
-    const status = w.stuck ? ('stuck' as const) : w.paused ? ('degraded' as const) : ('ok' as const)
+    // an open circuit is degraded even before the worker next looks (no work waiting)
+    const status = w.stuck ? ('stuck' as const) : w.paused || pipeline.breaker.state !== 'closed' ? ('degraded' as const) : ('ok' as const)
     return {
       status,
       version,
