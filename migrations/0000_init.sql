@@ -83,9 +83,9 @@ CREATE UNIQUE INDEX "conversations_source_external_id_uq" ON "conversations" USI
 CREATE INDEX "conversations_pending_idx" ON "conversations" USING btree ("received_at","id") WHERE status = 'pending';--> statement-breakpoint
 CREATE INDEX "conversations_processing_lease_idx" ON "conversations" USING btree ("lease_expires_at") WHERE status = 'processing';--> statement-breakpoint
 CREATE INDEX "conversations_failed_idx" ON "conversations" USING btree ("updated_at","id") WHERE status = 'failed';--> statement-breakpoint
-CREATE INDEX "insights_created_idx" ON "insights" USING btree ("created_at" DESC NULLS LAST,"conversation_id" DESC NULLS LAST);--> statement-breakpoint
-CREATE INDEX "insights_source_created_idx" ON "insights" USING btree ("source","created_at" DESC NULLS LAST,"conversation_id" DESC NULLS LAST);--> statement-breakpoint
-CREATE INDEX "insights_sentiment_created_idx" ON "insights" USING btree ("sentiment","created_at" DESC NULLS LAST,"conversation_id" DESC NULLS LAST);--> statement-breakpoint
-CREATE INDEX "insights_urgency_created_idx" ON "insights" USING btree ("urgency","created_at" DESC NULLS LAST,"conversation_id" DESC NULLS LAST);--> statement-breakpoint
-CREATE INDEX "insights_intent_created_idx" ON "insights" USING btree ("intent","created_at" DESC NULLS LAST,"conversation_id" DESC NULLS LAST);--> statement-breakpoint
+CREATE INDEX "insights_created_idx" ON "insights" USING btree ("created_at","conversation_id");--> statement-breakpoint
+CREATE INDEX "insights_source_created_idx" ON "insights" USING btree ("source","created_at","conversation_id");--> statement-breakpoint
+CREATE INDEX "insights_sentiment_created_idx" ON "insights" USING btree ("sentiment","created_at","conversation_id");--> statement-breakpoint
+CREATE INDEX "insights_urgency_created_idx" ON "insights" USING btree ("urgency","created_at","conversation_id");--> statement-breakpoint
+CREATE INDEX "insights_intent_created_idx" ON "insights" USING btree ("intent","created_at","conversation_id");--> statement-breakpoint
 CREATE INDEX "insights_topics_gin" ON "insights" USING gin ("topics");

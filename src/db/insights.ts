@@ -86,13 +86,18 @@ export function insightsRepository(database: Database) {
     },
 
     /** Newest first; fetches limit+1 to know whether a next page exists. */
-    async list(filters: InsightFilters, limit: number, cursor?: Cursor): Promise<{ items: InsightRow[]; next?: Cursor }> {
-      const rows = await db
+    /** The page query itself, so its plan can be checked (test/db/explain.test.ts). */
+    listQuery(filters: InsightFilters, limit: number, cursor?: Cursor) {
+      return db
         .select()
         .from(insights)
         .where(where(filters, cursor))
         .orderBy(sql`${insights.createdAt} DESC`, sql`${insights.conversationId} DESC`)
         .limit(limit + 1)
+    },
+
+    async list(filters: InsightFilters, limit: number, cursor?: Cursor): Promise<{ items: InsightRow[]; next?: Cursor }> {
+      const rows = await this.listQuery(filters, limit, cursor)
       const items = rows.slice(0, limit)
       const last = items[items.length - 1]
       return { items, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.conversationId } : undefined }

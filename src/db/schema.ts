@@ -86,12 +86,14 @@ export const insights = pgTable(
   },
   (t) => [
     // keyset pagination, newest first; one composite index per equality filter keeps a
-    // filtered page an index range scan at millions of rows
-    index('insights_created_idx').on(t.createdAt.desc(), t.conversationId.desc()),
-    index('insights_source_created_idx').on(t.source, t.createdAt.desc(), t.conversationId.desc()),
-    index('insights_sentiment_created_idx').on(t.sentiment, t.createdAt.desc(), t.conversationId.desc()),
-    index('insights_urgency_created_idx').on(t.urgency, t.createdAt.desc(), t.conversationId.desc()),
-    index('insights_intent_created_idx').on(t.intent, t.createdAt.desc(), t.conversationId.desc()),
+    // filtered page an index range scan at millions of rows. Ascending on purpose: the page
+    // query's ORDER BY … DESC (NULLS FIRST) is a backward scan of these, while a DESC index
+    // (drizzle writes NULLS LAST) would not match it and the planner would sort instead.
+    index('insights_created_idx').on(t.createdAt, t.conversationId),
+    index('insights_source_created_idx').on(t.source, t.createdAt, t.conversationId),
+    index('insights_sentiment_created_idx').on(t.sentiment, t.createdAt, t.conversationId),
+    index('insights_urgency_created_idx').on(t.urgency, t.createdAt, t.conversationId),
+    index('insights_intent_created_idx').on(t.intent, t.createdAt, t.conversationId),
     index('insights_topics_gin').using('gin', t.topics)
   ]
 )
