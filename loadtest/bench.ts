@@ -231,127 +231,151 @@ async function main() {
   log('machine', machine)
   const rows: Record<string, unknown> = {}
 
-  // 1. ceiling A
-  const bare = await startProc('loadtest/bare-fastify.ts', {}, '/')
-  await load(bare.url, { connections: 50, seconds: Math.min(2, SECONDS), body: singleBody })
-  const A = await load(bare.url, { connections: 50, seconds: SECONDS, body: singleBody })
-  await bare.stop()
-  rows.ceilingA = A
-  log('ceiling A', A)
+  // rows to run: BENCH_ROWS=1,3 runs only those (the test suite's smoke does)
+  const only = env.BENCH_ROWS?.split(',').map((x) => x.trim())
+  const want = (row: string) => !only || only.includes(row)
+  let A: LoadResult | undefined
+  let B100: number | undefined
+  let B1000: number | undefined
+  let S50: LoadResult | undefined
 
-  // 2. ceiling B
-  const tb = await freshTarget('raw')
-  const rawDb = await tb.open()
-  const lanes = PG_ADMIN ? 10 : 1
-  const B1 = await rawInserts(rawDb, 1, SECONDS / 2, PG_ADMIN ? 50 : 1)
-  const B100 = await rawInserts(rawDb, 100, SECONDS / 2, lanes)
-  const B1000 = await rawInserts(rawDb, 1000, SECONDS / 2, lanes)
-  await rawDb.close()
-  await tb.drop()
-  rows.ceilingB = { single: B1, batch100: B100, batch1000: B1000 }
-  log('ceiling B', rows.ceilingB)
-
-  // 3 + 4. ingest (worker off: ingest alone; the drain is measured below)
-  const ti = await freshTarget('ingest')
-  const srv = await startServer(ti, { WORKER_ENABLED: 'false' })
-  await load(srv.url, { connections: 50, seconds: Math.min(2, SECONDS), body: singleBody })
-  const S50 = await load(srv.url, { connections: 50, seconds: SECONDS, body: singleBody })
-  const S100 = await load(srv.url, { connections: 100, seconds: SECONDS, body: singleBody })
-  const BA100 = await load(srv.url, { connections: 8, seconds: SECONDS, body: batchBody100, batch: true })
-  const BA1000 = await load(srv.url, { connections: 4, seconds: SECONDS, body: batchBody1000, batch: true })
-  await srv.stop()
-  await ti.drop()
-  rows.single = { c50: S50, c100: S100, ratioToA: S50.rps / A.rps }
-  rows.batch = {
-    b100: { ...BA100, conversationsPerSec: BA100.rps * 100, ratioToB: (BA100.rps * 100) / B100 },
-    b1000: { ...BA1000, conversationsPerSec: BA1000.rps * 1000, ratioToB: (BA1000.rps * 1000) / B1000 }
+  if (want('1')) {
+    // 1. ceiling A
+    const bare = await startProc('loadtest/bare-fastify.ts', {}, '/')
+    await load(bare.url, { connections: 50, seconds: Math.min(2, SECONDS), body: singleBody })
+    A = await load(bare.url, { connections: 50, seconds: SECONDS, body: singleBody })
+    await bare.stop()
+    rows.ceilingA = A
+    log('ceiling A', A)
   }
-  log('ingest', rows.single, rows.batch)
 
-  // 5a. local drain of a backlog
-  const td = await freshTarget('drain')
-  let s = await startServer(td, { WORKER_ENABLED: 'false' })
-  await fillBacklog(s.url, DRAIN_N)
-  await s.stop()
-  s = await startServer(td)
-  const t0 = Date.now()
-  await waitDrained(s.url)
-  const wallLocal = DRAIN_N / ((Date.now() - t0) / 1000)
-  await s.stop()
-  let db = await td.open()
-  const localRate = await drainRate(db)
-  await db.close()
-  await td.drop()
-  rows.drainLocal = { n: DRAIN_N, perSec: localRate, perSecWallClock: wallLocal }
-  log('local drain', rows.drainLocal)
-
-  // 5b. drain through the fake model at 300 ms
-  const fake = await startFakeModelServer({ latencyMs: MODEL_LATENCY_MS, port: 0 })
-  const tm = await freshTarget('model')
-  const batchMax = 100
-  const concurrency = 2
-  const modelEnv = {
-    MODEL_PROVIDER: 'openai-compatible',
-    MODEL_BASE_URL: fake.url,
-    MODEL_NAME: 'fake-1',
-    BATCH_MAX: String(batchMax),
-    BATCH_INITIAL: String(batchMax),
-    WORKER_CONCURRENCY: String(concurrency)
+  if (want('2')) {
+    // 2. ceiling B
+    const tb = await freshTarget('raw')
+    const rawDb = await tb.open()
+    const lanes = PG_ADMIN ? 10 : 1
+    const B1 = await rawInserts(rawDb, 1, SECONDS / 2, PG_ADMIN ? 50 : 1)
+    B100 = await rawInserts(rawDb, 100, SECONDS / 2, lanes)
+    B1000 = await rawInserts(rawDb, 1000, SECONDS / 2, lanes)
+    await rawDb.close()
+    await tb.drop()
+    rows.ceilingB = { single: B1, batch100: B100, batch1000: B1000 }
+    log('ceiling B', rows.ceilingB)
   }
-  s = await startServer(tm, { ...modelEnv, WORKER_ENABLED: 'false' })
-  await fillBacklog(s.url, MODEL_DRAIN_N)
-  await s.stop()
-  s = await startServer(tm, modelEnv)
-  const t1 = Date.now()
-  await waitDrained(s.url)
-  const wallModel = MODEL_DRAIN_N / ((Date.now() - t1) / 1000)
-  await s.stop()
-  await fake.close()
-  db = await tm.open()
-  const modelRate = await drainRate(db)
-  await db.close()
-  await tm.drop()
-  const bound = (batchMax * concurrency) / (MODEL_LATENCY_MS / 1000)
-  rows.drainModel = { n: MODEL_DRAIN_N, perSec: modelRate, perSecWallClock: wallModel, bound, ratio: modelRate / bound }
-  log('model drain', rows.drainModel)
 
-  // 6. ingest → insight latency at half the max single-POST rate
-  const tl = await freshTarget('latency')
-  s = await startServer(tl)
-  const rate = Math.max(1, Math.floor(S50.rps / 2))
-  const L = await load(s.url, { connections: 50, seconds: SECONDS, body: singleBody, overallRate: rate })
-  await waitDrained(s.url)
-  await s.stop()
-  db = await tl.open()
-  const [lat] = await db.query<{ p50: number; p99: number; n: number }>(sql`
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.created_at - c.received_at))::float8 AS p50,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM i.created_at - c.received_at))::float8 AS p99,
-           count(*)::int AS n
-    FROM insights i JOIN conversations c ON c.id = i.conversation_id`)
-  await db.close()
-  await tl.drop()
-  rows.latency = { offeredRps: rate, achievedRps: L.rps, insights: lat!.n, p50ms: lat!.p50 * 1000, p99ms: lat!.p99 * 1000 }
-  log('latency', rows.latency)
+  if (want('3')) {
+    // 3 + 4. ingest (worker off: ingest alone; the drain is measured below)
+    const ti = await freshTarget('ingest')
+    const srv = await startServer(ti, { WORKER_ENABLED: 'false' })
+    await load(srv.url, { connections: 50, seconds: Math.min(2, SECONDS), body: singleBody })
+    S50 = await load(srv.url, { connections: 50, seconds: SECONDS, body: singleBody })
+    const S100 = await load(srv.url, { connections: 100, seconds: SECONDS, body: singleBody })
+    const BA100 = await load(srv.url, { connections: 8, seconds: SECONDS, body: batchBody100, batch: true })
+    const BA1000 = await load(srv.url, { connections: 4, seconds: SECONDS, body: batchBody1000, batch: true })
+    await srv.stop()
+    await ti.drop()
+    rows.single = { c50: S50, c100: S100, ratioToA: A ? S50.rps / A.rps : null }
+    rows.batch = {
+      b100: { ...BA100, conversationsPerSec: BA100.rps * 100, ratioToB: B100 ? (BA100.rps * 100) / B100 : null },
+      b1000: { ...BA1000, conversationsPerSec: BA1000.rps * 1000, ratioToB: B1000 ? (BA1000.rps * 1000) / B1000 : null }
+    }
+    log('ingest', rows.single, rows.batch)
+  }
 
-  // 7. peak RSS while a large backlog drains
-  const tr = await freshTarget('rss')
-  s = await startServer(tr, { WORKER_ENABLED: 'false' })
-  await fillBacklog(s.url, RSS_N)
-  await s.stop()
-  s = await startServer(tr)
-  let peak = 0
-  const pid = s.pid
-  await waitDrained(s.url, () => {
-    peak = Math.max(peak, readRss(pid))
-  })
-  await s.stop()
-  await tr.drop()
-  rows.rss = { backlog: RSS_N, peakMB: peak / 1024 / 1024 }
-  log('rss', rows.rss)
+  if (want('5')) {
+    // 5a. local drain of a backlog
+    const td = await freshTarget('drain')
+    const s0 = await startServer(td, { WORKER_ENABLED: 'false' })
+    await fillBacklog(s0.url, DRAIN_N)
+    await s0.stop()
+    const s = await startServer(td)
+    const t0 = Date.now()
+    await waitDrained(s.url)
+    const wallLocal = DRAIN_N / ((Date.now() - t0) / 1000)
+    await s.stop()
+    const db = await td.open()
+    const localRate = await drainRate(db)
+    await db.close()
+    await td.drop()
+    rows.drainLocal = { n: DRAIN_N, perSec: localRate, perSecWallClock: wallLocal }
+    log('local drain', rows.drainLocal)
+  }
+
+  if (want('5')) {
+    // 5b. drain through the fake model at 300 ms
+    const fake = await startFakeModelServer({ latencyMs: MODEL_LATENCY_MS, port: 0 })
+    const tm = await freshTarget('model')
+    const batchMax = 100
+    const concurrency = 2
+    const modelEnv = {
+      MODEL_PROVIDER: 'openai-compatible',
+      MODEL_BASE_URL: fake.url,
+      MODEL_NAME: 'fake-1',
+      BATCH_MAX: String(batchMax),
+      BATCH_INITIAL: String(batchMax),
+      WORKER_CONCURRENCY: String(concurrency)
+    }
+    const s0 = await startServer(tm, { ...modelEnv, WORKER_ENABLED: 'false' })
+    await fillBacklog(s0.url, MODEL_DRAIN_N)
+    await s0.stop()
+    const s = await startServer(tm, modelEnv)
+    const t1 = Date.now()
+    await waitDrained(s.url)
+    const wallModel = MODEL_DRAIN_N / ((Date.now() - t1) / 1000)
+    await s.stop()
+    await fake.close()
+    const db = await tm.open()
+    const modelRate = await drainRate(db)
+    await db.close()
+    await tm.drop()
+    const bound = (batchMax * concurrency) / (MODEL_LATENCY_MS / 1000)
+    rows.drainModel = { n: MODEL_DRAIN_N, perSec: modelRate, perSecWallClock: wallModel, bound, ratio: modelRate / bound }
+    log('model drain', rows.drainModel)
+  }
+
+  if (want('6')) {
+    // 6. ingest → insight latency at half the max single-POST rate
+    const tl = await freshTarget('latency')
+    const s = await startServer(tl)
+    // half the measured single-POST maximum (row 3), or 500 req/s when row 3 did not run
+    const rate = Math.max(1, Math.floor(S50 ? S50.rps / 2 : 500))
+    const L = await load(s.url, { connections: 50, seconds: SECONDS, body: singleBody, overallRate: rate })
+    await waitDrained(s.url)
+    await s.stop()
+    const db = await tl.open()
+    const [lat] = await db.query<{ p50: number; p99: number; n: number }>(sql`
+      SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.created_at - c.received_at))::float8 AS p50,
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM i.created_at - c.received_at))::float8 AS p99,
+             count(*)::int AS n
+      FROM insights i JOIN conversations c ON c.id = i.conversation_id`)
+    await db.close()
+    await tl.drop()
+    rows.latency = { offeredRps: rate, achievedRps: L.rps, insights: lat!.n, p50ms: lat!.p50 * 1000, p99ms: lat!.p99 * 1000 }
+    log('latency', rows.latency)
+  }
+
+  if (want('7')) {
+    // 7. peak RSS while a large backlog drains
+    const tr = await freshTarget('rss')
+    const s0 = await startServer(tr, { WORKER_ENABLED: 'false' })
+    await fillBacklog(s0.url, RSS_N)
+    await s0.stop()
+    const s = await startServer(tr)
+    let peak = 0
+    const pid = s.pid
+    await waitDrained(s.url, () => {
+      peak = Math.max(peak, readRss(pid))
+    })
+    await s.stop()
+    await tr.drop()
+    rows.rss = { backlog: RSS_N, peakMB: peak / 1024 / 1024 }
+    log('rss', rows.rss)
+  }
 
   const result = { date: new Date().toISOString(), seconds: SECONDS, machine, rows, durationS: (Date.now() - started) / 1000 }
-  mkdirSync(join(ROOT, 'loadtest/results'), { recursive: true })
-  const file = join(ROOT, 'loadtest/results', `${result.date.slice(0, 19).replace(/:/g, '-')}.json`)
+  const outDir = env.BENCH_OUT ?? join(ROOT, 'loadtest/results')
+  mkdirSync(outDir, { recursive: true })
+  const file = join(outDir, `${result.date.slice(0, 19).replace(/:/g, '-')}.json`)
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`)
   console.log(table(result))
   console.log(`\nwritten ${file} in ${round(result.durationS)} s`)
@@ -361,23 +385,37 @@ async function main() {
 function table(r: any): string {
   const x = r.rows
   const f = (n: number, d = 0) => round(n, d).toLocaleString('en-US')
+  const pct = (v: number | null | undefined, of: string) => (v == null ? '—' : `${f(v * 100)}% of ${of}`)
   const lines = [
     `Gleaner bench ${r.date.slice(0, 10)} — ${r.machine.cpus} × ${r.machine.cpu}, Node ${r.machine.node}, ${r.machine.database}${r.machine.pinned ? ', server and load generator pinned to different cores' : ''}`,
     '',
     '| # | measure | figure | ratio |',
-    '|---|---|---|---|',
-    `| 1 | ceiling A: bare Fastify, same JSON body, 50 conn | ${f(x.ceilingA.rps)} req/s, p99 ${f(x.ceilingA.p99)} ms | — |`,
-    `| 2 | ceiling B: raw INSERTs (1 / 100 / 1000 rows per statement) | ${f(x.ceilingB.single)} / ${f(x.ceilingB.batch100)} / ${f(x.ceilingB.batch1000)} rows/s | — |`,
-    `| 3 | single-POST ingest, 50 conn | ${f(x.single.c50.rps)} req/s, p50 ${f(x.single.c50.p50)} ms, p99 ${f(x.single.c50.p99)} ms | ${f(x.single.ratioToA * 100)}% of A |`,
-    `| 3 | single-POST ingest, 100 conn | ${f(x.single.c100.rps)} req/s, p50 ${f(x.single.c100.p50)} ms, p99 ${f(x.single.c100.p99)} ms | ${f((x.single.c100.rps / x.ceilingA.rps) * 100)}% of A |`,
-    `| 4 | batch ingest, 100 per request | ${f(x.batch.b100.conversationsPerSec)} conv/s | ${f(x.batch.b100.ratioToB * 100)}% of B(100) |`,
-    `| 4 | batch ingest, 1000 per request | ${f(x.batch.b1000.conversationsPerSec)} conv/s | ${f(x.batch.b1000.ratioToB * 100)}% of B(1000) |`,
-    `| 5 | drain, local analyzer, ${f(x.drainLocal.n)} backlog | ${f(x.drainLocal.perSec)} conv/s (wall clock ${f(x.drainLocal.perSecWallClock)}) | — |`,
-    `| 5 | drain, fake model at ${MODEL_LATENCY_MS} ms, ${f(x.drainModel.n)} backlog | ${f(x.drainModel.perSec)} conv/s | ${f(x.drainModel.ratio * 100)}% of ${f(x.drainModel.bound)} (batch × concurrency / latency) |`,
-    `| 6 | ingest→insight latency at ${f(x.latency.offeredRps)} req/s offered | p50 ${f(x.latency.p50ms)} ms, p99 ${f(x.latency.p99ms)} ms | — |`,
-    `| 7 | peak RSS while ${f(x.rss.backlog)} backlog drains | ${f(x.rss.peakMB)} MB | — |`
+    '|---|---|---|---|'
   ]
-  const errs = [x.single.c50, x.single.c100, x.batch.b100, x.batch.b1000].reduce((a: number, l: LoadResult) => a + l.non2xx + l.errors, 0)
+  if (x.ceilingA) lines.push(`| 1 | ceiling A: bare Fastify, same JSON body, 50 conn | ${f(x.ceilingA.rps)} req/s, p99 ${f(x.ceilingA.p99)} ms | — |`)
+  if (x.ceilingB)
+    lines.push(
+      `| 2 | ceiling B: raw INSERTs (1 / 100 / 1000 rows per statement) | ${f(x.ceilingB.single)} / ${f(x.ceilingB.batch100)} / ${f(x.ceilingB.batch1000)} rows/s | — |`
+    )
+  if (x.single) {
+    lines.push(`| 3 | single-POST ingest, 50 conn | ${f(x.single.c50.rps)} req/s, p50 ${f(x.single.c50.p50)} ms, p99 ${f(x.single.c50.p99)} ms | ${pct(x.single.ratioToA, 'A')} |`)
+    lines.push(
+      `| 3 | single-POST ingest, 100 conn | ${f(x.single.c100.rps)} req/s, p50 ${f(x.single.c100.p50)} ms, p99 ${f(x.single.c100.p99)} ms | ${pct(x.ceilingA ? x.single.c100.rps / x.ceilingA.rps : null, 'A')} |`
+    )
+    lines.push(`| 4 | batch ingest, 100 per request | ${f(x.batch.b100.conversationsPerSec)} conv/s | ${pct(x.batch.b100.ratioToB, 'B(100)')} |`)
+    lines.push(`| 4 | batch ingest, 1000 per request | ${f(x.batch.b1000.conversationsPerSec)} conv/s | ${pct(x.batch.b1000.ratioToB, 'B(1000)')} |`)
+  }
+  if (x.drainLocal)
+    lines.push(`| 5 | drain, local analyzer, ${f(x.drainLocal.n)} backlog | ${f(x.drainLocal.perSec)} conv/s (wall clock ${f(x.drainLocal.perSecWallClock)}) | — |`)
+  if (x.drainModel)
+    lines.push(
+      `| 5 | drain, fake model at ${MODEL_LATENCY_MS} ms, ${f(x.drainModel.n)} backlog | ${f(x.drainModel.perSec)} conv/s | ${pct(x.drainModel.ratio, `${f(x.drainModel.bound)}/s (batch × concurrency / latency)`)} |`
+    )
+  if (x.latency)
+    lines.push(`| 6 | ingest→insight latency at ${f(x.latency.offeredRps)} req/s offered | p50 ${f(x.latency.p50ms)} ms, p99 ${f(x.latency.p99ms)} ms | — |`)
+  if (x.rss) lines.push(`| 7 | peak RSS while ${f(x.rss.backlog)} backlog drains | ${f(x.rss.peakMB)} MB | — |`)
+  const loads = [x.single?.c50, x.single?.c100, x.batch?.b100, x.batch?.b1000].filter(Boolean) as LoadResult[]
+  const errs = loads.reduce((a, l) => a + l.non2xx + l.errors, 0)
   if (errs) lines.push('', `note: ${errs} non-2xx or failed requests during ingest rows`)
   return lines.join('\n')
 }
