@@ -14,6 +14,7 @@ import {
 } from '../analyzers/analyzer.ts'
 import type { Config } from '../config.ts'
 import type { ClaimedConversation, ConversationsRepository } from '../db/conversations.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { InsightsRepository, NewInsight } from '../db/insights.ts'
 import type { UsageRepository } from '../db/usage.ts'
 import type { Metrics } from '../metrics.ts'
@@ -376,6 +377,18 @@ export class Worker extends EventEmitter {
             )
             .catch((e) => this.logReleaseError(log, e))
         }
+      } else if (isDatabaseUnavailable(err)) {
+        // like a model outage, a database outage is not these conversations' fault: hand them
+        // back without using an attempt (if the database is still down, their leases expire)
+        metrics.analysisFailures.inc({ reason: 'database_unavailable' })
+        log.warn({ err: { message: (err as Error).message }, size: rows.length }, 'database unavailable during a batch')
+        await this.d.conversations
+          .releaseClaims(
+            rows.map((r) => r.id),
+            this.owner,
+            config.RETRY_BASE_MS
+          )
+          .catch((e) => this.logReleaseError(log, e))
       } else {
         metrics.analysisFailures.inc({ reason: this.abort.signal.aborted ? 'shutdown' : 'internal' })
         log.error({ err }, 'batch failed')

@@ -4,7 +4,7 @@
 // own and every conversation it acknowledged is stored and analysed.
 //
 // The test runs a PostgreSQL cluster of its own, so stopping it disturbs no other test.
-import { execFile } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,7 +34,15 @@ async function startCluster(t: { teardown(fn: () => unknown): void }) {
   const port = await freePort()
   const pgAs = (bin: string, ...args: string[]) => run('runuser', ['-u', 'postgres', '--', join(PGBIN, bin), ...args])
   let running = false
+  // a test process that ends without its teardown (an uncaught error, a hung close) must
+  // not leave a postmaster behind: 'exit' handlers may only do synchronous work
+  const stopOnExit = () => {
+    if (running) spawnSync('runuser', ['-u', 'postgres', '--', join(PGBIN, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'])
+    rmSync(dir, { recursive: true, force: true })
+  }
+  process.once('exit', stopOnExit)
   t.teardown(async () => {
+    process.off('exit', stopOnExit)
     if (running) await pgAs('pg_ctl', '-D', data, '-m', 'immediate', '-w', 'stop').catch(() => {})
     rmSync(dir, { recursive: true, force: true })
   })
@@ -202,4 +210,16 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
   t.equal(counts.analyzed, ids.length, `all ${ids.length} acknowledged conversations stored and analysed`)
   const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM insights WHERE conversation_id = ANY($1::uuid[])', [ids])
   t.equal(rows[0]!.n, ids.length, 'one insight each')
+
+  // a connection the outage broke and nobody gave back would make close wait for ever (the
+  // pool ends only when every client is back): bound the wait so a leak fails here, by name
+  let timer: NodeJS.Timeout | undefined
+  const closed = await Promise.race([
+    app.close().then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), 30_000)
+    })
+  ])
+  clearTimeout(timer)
+  t.ok(closed, 'Gleaner still shuts down after the outage: every database connection came back to the pool')
 })

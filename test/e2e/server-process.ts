@@ -61,7 +61,11 @@ export async function startServer(t: T, env: Record<string, string>, { readyTime
     await exited
   }
   const output = () => lines.join('\n')
+  // a test process that ends without its teardown must not leave servers behind
+  const killOnExit = () => child.kill('SIGKILL')
+  process.once('exit', killOnExit)
   t.teardown(async () => {
+    process.off('exit', killOnExit)
     if (!t.passing()) t.comment(`output of ${instanceId}:\n${output()}`)
     await kill()
   })
