@@ -25,6 +25,12 @@ export const ConfigSchema = Type.Object({
     description: 'names this process in leases, logs and /health; unique per running instance'
   }),
 
+  // Tracing (off unless an endpoint is set)
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(
+    Type.String({ minLength: 1, description: 'OTLP/HTTP collector base URL, e.g. http://otel-collector:4318; unset → no tracing, no cost' })
+  ),
+  OTEL_SERVICE_NAME: Type.String({ default: 'gleaner', description: 'service.name on every span' }),
+
   // Database
   DATABASE_URL: Type.Optional(Type.String({ minLength: 1, description: 'PostgreSQL URL; unset → embedded PGlite' })),
   DATA_DIR: Type.String({ default: './data', description: 'embedded database directory' }),

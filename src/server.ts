@@ -1,7 +1,6 @@
 // The only file that listens. Signals close the app gracefully: stop accepting, let
 // in-flight batches finish (bounded), release claims, close the pool.
 import closeWithGrace from 'close-with-grace'
-import { buildApp } from './app.ts'
 import { ConfigError, loadConfig } from './config.ts'
 import { createLogger } from './logger.ts'
 
@@ -19,12 +18,16 @@ try {
 const logger = createLogger(config)
 if (config.AUTH === 'off') logger.warn('AUTH=off: every route is open to anyone who can reach this port')
 
+// tracing must hook modules before the app loads them, so the app is imported after it
+const stopTracing = config.OTEL_EXPORTER_OTLP_ENDPOINT ? await (await import('./tracing.ts')).startTracing(config) : null
+const { buildApp } = await import('./app.ts')
 const app = await buildApp(config, { logger })
 
 closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS + 5_000, logger }, async ({ signal, err }) => {
   if (err) logger.error({ err }, 'closing after an uncaught error')
   else logger.info({ signal }, 'closing')
   await app.close()
+  await stopTracing?.()
 })
 
 // Zero-setup start: a database without any key gets one admin key, printed once, so the
