@@ -92,8 +92,8 @@ async function startProc(script: string, extraEnv: Record<string, string>, ready
   const port = nextPort++
   const args = ['--import', 'tsx', script]
   const child = pinned
-    ? spawn('taskset', ['-c', SERVER_CORE, process.execPath, ...args], { cwd: ROOT, env: { PATH: env.PATH, PORT: String(port), ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
-    : spawn(process.execPath, args, { cwd: ROOT, env: { PATH: env.PATH, PORT: String(port), ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
+    ? spawn('taskset', ['-c', SERVER_CORE, process.execPath, ...args], { cwd: ROOT, env: { PATH: env.PATH, ...(env.NODE_OPTIONS ? { NODE_OPTIONS: env.NODE_OPTIONS } : {}), PORT: String(port), ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
+    : spawn(process.execPath, args, { cwd: ROOT, env: { PATH: env.PATH, ...(env.NODE_OPTIONS ? { NODE_OPTIONS: env.NODE_OPTIONS } : {}), PORT: String(port), ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 120_000
   for (;;) {

@@ -19,6 +19,11 @@ export interface Database {
   kind: 'postgres' | 'pglite'
   /** rows of a raw statement, for the few queries drizzle's builder cannot say */
   query<T>(statement: SQL, executor?: Executor): Promise<T[]>
+  /**
+   * A hand-written statement for the hot paths (ingest, claims), skipping the query
+   * builder; `name` makes it a prepared statement on PostgreSQL (parsed once per connection).
+   */
+  raw<T>(text: string, values: unknown[], name?: string): Promise<T[]>
   ping(): Promise<void>
   /** LISTEN on a channel; resolves to an unlisten function */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
@@ -93,6 +98,10 @@ async function openPostgres(config: Config, logger: Logger): Promise<Database> {
     async query<T>(statement: SQL, executor: Executor = db) {
       const res = (await executor.execute(statement)) as unknown as { rows: T[] }
       return res.rows
+    },
+    async raw<T>(text: string, values: unknown[], name?: string) {
+      const res = await pool.query({ text, values, name })
+      return res.rows as T[]
     },
     async ping() {
       await pool.query('SELECT 1')
@@ -174,6 +183,10 @@ async function openPglite(config: Config, logger: Logger): Promise<Database> {
     async query<T>(statement: SQL, executor: Executor = db) {
       const res = (await executor.execute(statement)) as unknown as { rows: T[] }
       return res.rows
+    },
+    async raw<T>(text: string, values: unknown[]) {
+      const res = await client.query(text, values)
+      return res.rows as T[]
     },
     async ping() {
       await client.query('SELECT 1')

@@ -50,6 +50,19 @@ const toClaimed = (r: ClaimedRow): ClaimedConversation => ({
   attempts: Number(r.attempts)
 })
 
+const INSERT_CONVERSATIONS = `
+  INSERT INTO conversations (id, source, external_id, messages, metadata, status, skip_reason, text_hash, received_at, updated_at, available_at)
+  SELECT u.id, u.source, u.external_id, u.messages::jsonb, u.metadata::jsonb, u.status, u.skip_reason, u.text_hash, $9, $9, $9
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+    AS u(id, source, external_id, messages, metadata, status, skip_reason, text_hash)
+  ON CONFLICT (source, external_id) DO NOTHING
+  RETURNING id`
+
+const SELECT_BY_KEYS = `
+  SELECT c.id, c.source, c.external_id, c.status, c.received_at
+  FROM conversations c JOIN unnest($1::text[], $2::text[]) AS k(source, external_id)
+    ON c.source = k.source AND c.external_id = k.external_id`
+
 export function conversationsRepository(database: Database) {
   const { db } = database
 
@@ -59,54 +72,46 @@ export function conversationsRepository(database: Database) {
      * an existing conversation is reported as a duplicate with its current status, and a key
      * repeated inside one batch resolves to the first occurrence.
      */
-    async insertMany(rows: NewConversation[], executor: Executor = db): Promise<IngestResult[]> {
+    async insertMany(rows: NewConversation[]): Promise<IngestResult[]> {
       if (rows.length === 0) return []
       const now = new Date()
-      const values = rows.map((r) => ({
-        id: uuidv7(),
-        source: r.source,
-        externalId: r.externalId ?? null,
-        messages: r.messages,
-        metadata: r.metadata ?? null,
-        textHash: r.textHash,
-        status: r.status,
-        skipReason: r.skipReason ?? null,
-        receivedAt: now,
-        updatedAt: now,
-        availableAt: now
-      }))
-      const inserted = await executor
-        .insert(conversations)
-        .values(values)
-        .onConflictDoNothing({ target: [conversations.source, conversations.externalId] })
-        .returning({ id: conversations.id })
-      const insertedIds = new Set(inserted.map((r) => r.id))
-      const results: IngestResult[] = values.map((v) => ({
-        id: v.id,
-        status: v.status,
-        duplicate: false,
-        receivedAt: now
-      }))
-      if (insertedIds.size === values.length) return results
+      const ids = rows.map(() => uuidv7())
+      // Hand-written rather than drizzle's insert(): on the ingest hot path the builder's
+      // per-value mapping was the largest cost after the database itself. unnest() keeps
+      // the statement text fixed whatever the row count, so it is prepared once.
+      const inserted = await database.raw<{ id: string }>(
+        INSERT_CONVERSATIONS,
+        [
+          ids,
+          rows.map((r) => r.source),
+          rows.map((r) => r.externalId ?? null),
+          rows.map((r) => JSON.stringify(r.messages)),
+          rows.map((r) => (r.metadata == null ? null : JSON.stringify(r.metadata))),
+          rows.map((r) => r.status),
+          rows.map((r) => r.skipReason ?? null),
+          rows.map((r) => r.textHash),
+          now
+        ],
+        'gleaner_insert_conversations'
+      )
+      const results: IngestResult[] = rows.map((r, i) => ({ id: ids[i]!, status: r.status, duplicate: false, receivedAt: now }))
+      if (inserted.length === rows.length) return results
 
-      const missing = values.filter((v) => !insertedIds.has(v.id) && v.externalId !== null)
-      const existing = await executor
-        .select({
-          id: conversations.id,
-          source: conversations.source,
-          externalId: conversations.externalId,
-          status: conversations.status,
-          receivedAt: conversations.receivedAt
-        })
-        .from(conversations)
-        .where(or(...missing.map((m) => and(eq(conversations.source, m.source), eq(conversations.externalId, m.externalId!)))))
-      const byKey = new Map(existing.map((e) => [`${e.source}\u0000${e.externalId}`, e]))
-      values.forEach((v, i) => {
-        if (insertedIds.has(v.id)) return
-        const hit = byKey.get(`${v.source}\u0000${v.externalId}`)
+      // Conflicts: report the existing conversation (one query for all of them). A key
+      // repeated inside one statement resolves to its first occurrence.
+      const insertedIds = new Set(inserted.map((r) => r.id))
+      const missing = rows.map((r, i) => ({ r, i })).filter(({ i }) => !insertedIds.has(ids[i]!))
+      const existing = await database.raw<{ id: string; source: string; external_id: string; status: ConversationStatus; received_at: Date | string }>(
+        SELECT_BY_KEYS,
+        [missing.map(({ r }) => r.source), missing.map(({ r }) => r.externalId ?? null)],
+        'gleaner_select_conversations_by_keys'
+      )
+      const byKey = new Map(existing.map((e) => [`${e.source}\u0000${e.external_id}`, e]))
+      for (const { r, i } of missing) {
+        const hit = byKey.get(`${r.source}\u0000${r.externalId}`)
         if (!hit) throw new Error('conflicting row vanished during ingest') // deleted concurrently: let the client retry
-        results[i] = { id: hit.id, status: hit.status, duplicate: true, receivedAt: hit.receivedAt }
-      })
+        results[i] = { id: hit.id, status: hit.status, duplicate: true, receivedAt: new Date(hit.received_at) }
+      }
       return results
     },
 

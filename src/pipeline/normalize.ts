@@ -4,12 +4,15 @@ import { createHash } from 'node:crypto'
 import type { Message } from '../analyzers/analyzer.ts'
 
 const ANALYSED_ROLES = new Set(['user', 'assistant', 'agent'])
+const ASCII_RE = /^[\x00-\x7f]*$/
 
 export function normalizeText(messages: Message[]): string {
   const lines: string[] = []
   for (const m of messages) {
     if (!ANALYSED_ROLES.has(m.role)) continue
-    const text = m.content.normalize('NFKC').toLowerCase().replace(/\s+/g, ' ').trim()
+    // ASCII is already NFKC: skip the costly normalisation for the common case
+    const content = ASCII_RE.test(m.content) ? m.content : m.content.normalize('NFKC')
+    const text = content.toLowerCase().replace(/\s+/g, ' ').trim()
     if (text) lines.push(`${m.role === 'user' ? 'u' : 'a'}:${text}`)
   }
   return lines.join('\n')

@@ -36,7 +36,18 @@ const EMAIL_RE = /\S+@\S+\.\S+/gu
 // punctuation, symbols, and the marks and format characters emoji are built from
 // (variation selectors, zero-width joiners): none of them is a word
 const PUNCT_RE = /[\p{P}\p{S}\p{M}\p{Cf}]+/gu
+const NEVER_RE = /(?!)/g
 const HAS_WORD_CHAR_RE = /[\p{L}\p{N}]/u
+
+const longestCache = new WeakMap<Set<string>, number>()
+function longestPhrase(phrases: Set<string>): number {
+  let n = longestCache.get(phrases)
+  if (n === undefined) {
+    n = Math.max(0, ...[...phrases].map((b) => b.length))
+    longestCache.set(phrases, n)
+  }
+  return n
+}
 
 export function prefilter(messages: Message[], opts: PrefilterOptions): PrefilterVerdict {
   if (!opts.enabled) return { skip: false }
@@ -44,14 +55,19 @@ export function prefilter(messages: Message[], opts: PrefilterOptions): Prefilte
   if (userTexts.length === 0) return { skip: true, reason: 'no_user_message' }
 
   const raw = userTexts.join(' ')
-  const withoutLinks = raw.replace(URL_RE, ' ').replace(EMAIL_RE, ' ')
+  // the link and address patterns backtrack: only run them where they can match
+  const hasLink = raw.includes('http') || raw.includes('www.')
+  const withoutLinks = (hasLink ? raw.replace(URL_RE, ' ') : raw).replace(raw.includes('@') ? EMAIL_RE : NEVER_RE, ' ')
   const words = withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u).filter((w) => HAS_WORD_CHAR_RE.test(w))
   if (words.length === 0) {
     return HAS_URL_RE.test(raw) ? { skip: true, reason: 'links_only' } : { skip: true, reason: 'too_short' }
   }
   // every user message is a greeting/thanks/… alone → nothing to learn from
+  // a message much longer than every boilerplate phrase cannot be one: skip normalising it
+  const longest = longestPhrase(opts.boilerplate) * 2 + 16
   const allBoilerplate = userTexts.every((t) => {
-    const norm = t.replace(URL_RE, ' ').replace(PUNCT_RE, ' ').toLowerCase().replace(/\s+/gu, ' ').trim()
+    if (t.length > longest && !hasLink) return false
+    const norm = (hasLink ? t.replace(URL_RE, ' ') : t).replace(PUNCT_RE, ' ').toLowerCase().replace(/\s+/gu, ' ').trim()
     return norm === '' || opts.boilerplate.has(norm)
   })
   if (allBoilerplate) return { skip: true, reason: 'boilerplate_only' }

@@ -159,8 +159,9 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
         overloaded()
         await app.quotas.consume(req, rows.length)
       }
+      // one INSERT statement for the whole batch: it commits or fails as one transaction
       const inserted = rows.length
-        ? await app.database.db.transaction((tx) => conversations.insertMany(rows, tx)).catch(async (err) => {
+        ? await conversations.insertMany(rows).catch(async (err) => {
             await app.quotas.refund(req, rows.length).catch(() => {})
             throw err
           })
