@@ -1,5 +1,5 @@
 // Conversations: ingest writes, worker claims (leases), dead letters, analyst reads.
-import { and, eq, inArray, or, sql } from 'drizzle-orm'
+import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Message } from '../analyzers/analyzer.ts'
 import type { Database, Executor } from './client.ts'
@@ -66,6 +66,21 @@ const SELECT_BY_KEYS = `
 export function conversationsRepository(database: Database) {
   const { db } = database
 
+  /**
+   * One statement: lock the selected rows (skipping rows other workers hold), mark them
+   * processing under this owner's lease, count the attempt, return what the stages need.
+   * Raw SQL: drizzle's builder cannot say FOR UPDATE SKIP LOCKED inside UPDATE … IN (…).
+   */
+  async function claim(owner: string, leaseSeconds: number, selector: SQL): Promise<ClaimedConversation[]> {
+    const rows = await database.query<ClaimedRow>(sql`
+      UPDATE conversations SET status = 'processing', lease_owner = ${owner},
+        lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
+        attempts = attempts + 1, updated_at = date_trunc('milliseconds', now())
+      WHERE id IN (SELECT id FROM conversations WHERE ${selector} FOR UPDATE SKIP LOCKED)
+      RETURNING id, source, messages, text_hash, received_at, attempts`)
+    return rows.map(toClaimed)
+  }
+
   return {
     /**
      * Inserts all rows in one multi-row statement. Idempotent on (source, external_id):
@@ -126,34 +141,14 @@ export function conversationsRepository(database: Database) {
      */
     async claimByIds(ids: string[], owner: string, leaseSeconds: number): Promise<ClaimedConversation[]> {
       if (ids.length === 0) return []
-      // Raw SQL: drizzle's builder cannot say FOR UPDATE SKIP LOCKED inside UPDATE … IN (…).
-      const rows = await database.query<ClaimedRow>(sql`
-        UPDATE conversations SET status = 'processing', lease_owner = ${owner},
-          lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
-          attempts = attempts + 1, updated_at = date_trunc('milliseconds', now())
-        WHERE id IN (
-          SELECT id FROM conversations
-          WHERE ${inArray(conversations.id, ids)} AND status = 'pending' AND available_at <= now()
-          FOR UPDATE SKIP LOCKED)
-        RETURNING id, source, messages, text_hash, received_at, attempts`)
-      return rows.map(toClaimed)
+      return claim(owner, leaseSeconds, sql`${inArray(conversations.id, ids)} AND status = 'pending' AND available_at <= now()`)
     },
 
     /** Claims up to n of the oldest claimable pending rows, skipping rows other workers hold. */
     async claimOldest(n: number, owner: string, leaseSeconds: number): Promise<ClaimedConversation[]> {
       if (n <= 0) return []
-      const rows = await database.query<ClaimedRow>(sql`
-        UPDATE conversations SET status = 'processing', lease_owner = ${owner},
-          lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
-          attempts = attempts + 1, updated_at = date_trunc('milliseconds', now())
-        WHERE id IN (
-          SELECT id FROM conversations
-          WHERE status = 'pending' AND available_at <= now()
-          ORDER BY received_at, id
-          LIMIT ${n}
-          FOR UPDATE SKIP LOCKED)
-        RETURNING id, source, messages, text_hash, received_at, attempts`)
-      return rows.map(toClaimed).sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime() || a.id.localeCompare(b.id))
+      const rows = await claim(owner, leaseSeconds, sql`status = 'pending' AND available_at <= now() ORDER BY received_at, id LIMIT ${n}`)
+      return rows.sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime() || a.id.localeCompare(b.id))
     },
 
     async markSkipped(items: { id: string; reason: string }[], owner: string, executor: Executor = db) {

@@ -9,9 +9,8 @@ import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
 import { prefilter } from '../pipeline/prefilter.ts'
 import { createBodyAjv, describeAjvErrors, type FieldError } from '../validation.ts'
 import { presentConversation } from './present.ts'
-import { BatchOut, type ConversationIn, ConversationOut, conversationSchemas, ErrorBody, IdParams, IngestOut } from './schemas.ts'
+import { BatchOut, type ConversationIn, ConversationOut, conversationSchemas, ErrorBody, IdParams, IngestOut, UUID_RE } from './schemas.ts'
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** Checks JSON Schema cannot say: metadata depth and serialized size. */
 function metadataErrors(metadata: unknown, config: Config, prefix = ''): FieldError[] {

@@ -4,9 +4,8 @@ import type { Static } from 'typebox'
 import type { Cursor, InsightFilters } from '../db/insights.ts'
 import { badRequest } from '../errors.ts'
 import { presentInsight } from './present.ts'
-import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery } from './schemas.ts'
+import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery, UUID_RE } from './schemas.ts'
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** The cursor is opaque to clients: base64url of "<created_at ISO>|<conversation id>". */
 export const encodeCursor = (c: Cursor) => Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString('base64url')

@@ -151,3 +151,6 @@ export const HealthOut = Type.Object({
     Type.Null()
   ])
 })
+
+/** Ids are UUIDs inside; to clients they are opaque, so a malformed one is simply unknown (404). */
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
