@@ -122,7 +122,8 @@ export class Worker extends EventEmitter {
   }
 
   status(): WorkerStatus {
-    const waiting = this.d.queue.size > 0 || this.backlog.pending > 0
+    // work is waiting: queued here, pending in the database, or a batch of ours in flight
+    const waiting = this.d.queue.size > 0 || this.backlog.pending > 0 || this.batches.pending > 0
     const idleFor = Date.now() - this.lastProgressAt
     return {
       running: this.running && this.loopAlive,
@@ -195,7 +196,9 @@ export class Worker extends EventEmitter {
         continue
       }
       if (rows.length === 0) {
-        this.lastProgressAt = Date.now() // idle is not stuck
+        // idle is not stuck, but a batch of ours still in flight is not idle: a hung call
+        // must not be hidden by an empty queue
+        if (this.batches.pending === 0) this.lastProgressAt = Date.now()
         await queue.waitForWork(config.SWEEP_INTERVAL_MS)
         continue
       }
@@ -377,6 +380,15 @@ export class Worker extends EventEmitter {
             )
             .catch((e) => this.logReleaseError(log, e))
         }
+      } else if (this.abort.signal.aborted) {
+        // shutdown cut this batch short: not the conversations' fault, no attempt used
+        metrics.analysisFailures.inc({ reason: 'shutdown' })
+        await this.d.conversations
+          .releaseClaims(
+            rows.map((r) => r.id),
+            this.owner
+          )
+          .catch((e) => this.logReleaseError(log, e))
       } else if (isDatabaseUnavailable(err)) {
         // like a model outage, a database outage is not these conversations' fault: hand them
         // back without using an attempt (if the database is still down, their leases expire)
@@ -390,7 +402,7 @@ export class Worker extends EventEmitter {
           )
           .catch((e) => this.logReleaseError(log, e))
       } else {
-        metrics.analysisFailures.inc({ reason: this.abort.signal.aborted ? 'shutdown' : 'internal' })
+        metrics.analysisFailures.inc({ reason: 'internal' })
         log.error({ err }, 'batch failed')
         await this.releaseFailed(rows, (_id) => (err as Error).message ?? 'internal error').catch((e) =>
           this.logReleaseError(log, e)
