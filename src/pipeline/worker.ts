@@ -42,7 +42,7 @@ export interface WorkerDeps {
   logger: Logger
 }
 
-export type PauseReason = 'circuit_open' | 'budget_exhausted'
+export type PauseReason = 'circuit_open' | 'budget_exhausted' | 'database_unavailable'
 
 export interface WorkerStatus {
   running: boolean
@@ -181,7 +181,6 @@ export class Worker extends EventEmitter {
         await queue.waitForWork(1_000)
         continue
       }
-      this.setPaused(null)
       if (this.batches.pending >= config.WORKER_CONCURRENCY) {
         await this.nextBatchDone()
         continue
@@ -190,11 +189,18 @@ export class Worker extends EventEmitter {
       try {
         rows = await this.claim(this.d.batchSize.size)
       } catch (err) {
-        // database unreachable: back off and try again; nothing is lost, rows stay pending
-        this.log.warn({ err: { message: (err as Error).message } }, 'claim failed')
+        // back off and try again; nothing is lost, rows stay pending. An unreachable database
+        // is a pause, not a wedge: restarting this process would not bring it back
+        if (isDatabaseUnavailable(err)) {
+          this.setPaused('database_unavailable')
+          this.lastProgressAt = Date.now()
+        } else {
+          this.log.warn({ err: { message: (err as Error).message } }, 'claim failed')
+        }
         await queue.waitForWork(1_000)
         continue
       }
+      this.setPaused(null)
       if (rows.length === 0) {
         // idle is not stuck, but a batch of ours still in flight is not idle: a hung call
         // must not be hidden by an empty queue

@@ -158,10 +158,14 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
   t.equal(live.status, 200, 'still alive: a database outage is no reason to restart the process')
   await live.body?.cancel()
   // the worker meets the outage too (claims and sweeps fail) and must keep backing off, not die
-  await waitFor(async () => {
-    const w = (await (await fetch(`${base}/health`)).json()) as { worker_running: boolean }
-    return w.worker_running
-  })
+  // and /health says why it is paused, so an operator sees the cause at a glance
+  await waitFor(
+    async () => {
+      const w = (await (await fetch(`${base}/health`)).json()) as { worker_running: boolean; status: string; paused_reason: string | null }
+      return w.worker_running && w.status === 'degraded' && w.paused_reason === 'database_unavailable'
+    },
+    { what: 'degraded: database_unavailable' }
+  )
   const outage = seen.filter((s) => s.phase === 'outage')
 
   phase = 'after'
