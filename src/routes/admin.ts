@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { badRequest, notFound } from '../errors.ts'
-import { ErrorBody, IdParams, UUID_RE } from './schemas.ts'
+import { ErrorBody, IdParams, storableInstant, UUID_RE } from './schemas.ts'
 
 const Day = Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}$' })
 
@@ -49,7 +49,11 @@ const DeadLetter = Type.Object({
   failed_at: Type.String()
 })
 
-const validDay = (s: string) => !Number.isNaN(new Date(`${s}T00:00:00Z`).getTime()) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s)
+// a real calendar day PostgreSQL can hold (2026-02-30 and 0000-01-01 are not)
+const validDay = (s: string) => {
+  const d = new Date(`${s}T00:00:00Z`)
+  return storableInstant(d) && d.toISOString().startsWith(s)
+}
 
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const round = (n: number) => Math.round(n * 1e6) / 1e6
@@ -135,7 +139,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (req.query.cursor) {
         const [iso, id] = Buffer.from(req.query.cursor, 'base64url').toString().split('|')
         const d = new Date(iso ?? '')
-        if (!id || !UUID_RE.test(id) || Number.isNaN(d.getTime())) throw badRequest('cursor is not valid')
+        if (!id || !UUID_RE.test(id) || !storableInstant(d)) throw badRequest('cursor is not valid')
         before = { updatedAt: d, id }
       }
       const rows = await app.repos.conversations.listDeadLetters(req.query.limit + 1, before)

@@ -2,9 +2,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Static } from 'typebox'
 import type { Cursor, InsightFilters } from '../db/insights.ts'
-import { badRequest } from '../errors.ts'
+import { badRequest, validationFailed } from '../errors.ts'
 import { presentInsight } from './present.ts'
-import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery, UUID_RE } from './schemas.ts'
+import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery, storableInstant, UUID_RE } from './schemas.ts'
 
 
 /** The cursor is opaque to clients: base64url of "<created_at ISO>|<conversation id>". */
@@ -13,15 +13,21 @@ export const encodeCursor = (c: Cursor) => Buffer.from(`${c.createdAt.toISOStrin
 export function decodeCursor(s: string): Cursor {
   const [iso, id, extra] = Buffer.from(s, 'base64url').toString('utf8').split('|')
   const createdAt = new Date(iso ?? '')
-  if (extra !== undefined || !id || !UUID_RE.test(id) || Number.isNaN(createdAt.getTime())) {
+  if (extra !== undefined || !id || !UUID_RE.test(id) || !storableInstant(createdAt)) {
     throw badRequest('cursor is not valid: use next_cursor from a previous page as it is')
   }
   return { createdAt, id }
 }
 
+function instant(value: string, field: string): Date {
+  const d = new Date(value)
+  if (!storableInstant(d)) throw validationFailed(`${field} must be a time between years 0001 and 9999`, [{ field, message: 'out of range' }])
+  return d
+}
+
 export function filtersFrom(q: Static<typeof SummaryQuery>): InsightFilters {
-  const since = q.since ? new Date(q.since) : undefined
-  const until = q.until ? new Date(q.until) : undefined
+  const since = q.since ? instant(q.since, 'since') : undefined
+  const until = q.until ? instant(q.until, 'until') : undefined
   if (since && until && since > until) throw badRequest('since must not be after until')
   return {
     source: q.source,

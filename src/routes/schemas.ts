@@ -154,3 +154,9 @@ export const HealthOut = Type.Object({
 
 /** Ids are UUIDs inside; to clients they are opaque, so a malformed one is simply unknown (404). */
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/**
+ * A time PostgreSQL can store and compare. RFC 3339 allows what JavaScript or PostgreSQL
+ * cannot hold (a leap second, year 0000, years past 9999): those are a 400, never a 500.
+ */
+export const storableInstant = (d: Date) => !Number.isNaN(d.getTime()) && d.getUTCFullYear() >= 1 && d.getUTCFullYear() <= 9999

@@ -70,6 +70,11 @@ const cases: Case[] = [
   { name: 'negative limit', method: 'GET', path: '/api/v1/insights?limit=-1', status: 400, code: 'VALIDATION_FAILED', field: /limit/ },
   { name: 'huge limit', method: 'GET', path: '/api/v1/insights?limit=99999999999999999999', status: 400, code: 'VALIDATION_FAILED', field: /limit/ },
   { name: 'since that does not parse', method: 'GET', path: '/api/v1/insights?since=last%20tuesday', status: 400, code: 'VALIDATION_FAILED', field: /since/ },
+  { name: 'since in year 0000', method: 'GET', path: '/api/v1/insights?since=0000-01-01T00:00:00Z', status: 400, code: 'VALIDATION_FAILED', field: /since/ },
+  { name: 'until on a leap second', method: 'GET', path: '/api/v1/insights/summary?until=2026-11-20T23:59:60Z', status: 400, code: 'VALIDATION_FAILED', field: /until/ },
+  { name: 'cursor far past year 9999', method: 'GET', path: `/api/v1/insights?cursor=${Buffer.from('+275760-09-13T00:00:00.000Z|00000000-0000-0000-0000-000000000000').toString('base64url')}`, status: 400, code: 'BAD_REQUEST' },
+  { name: 'usage since year 0000', method: 'GET', path: '/api/v1/usage?since=0000-01-01', status: 400, code: 'BAD_REQUEST' },
+  { name: 'dead-letter cursor in year 0000', method: 'GET', path: `/api/v1/dead-letters?cursor=${Buffer.from('0000-01-01T00:00:00.000Z|00000000-0000-0000-0000-000000000000').toString('base64url')}`, status: 400, code: 'BAD_REQUEST' },
   { name: 'unknown route', method: 'GET', path: '/api/v1/nothing-here', status: 404, code: 'NOT_FOUND' },
   { name: 'wrong method', method: 'DELETE', path: '/api/v1/conversations', status: 404, code: 'NOT_FOUND' },
   { name: 'header flood', method: 'GET', path: '/api/v1/insights', headers: Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`x-flood-${i}`, 'v'.repeat(20)])), status: 431 }
