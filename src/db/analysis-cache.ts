@@ -29,12 +29,13 @@ export function analysisCacheRepository(database: Database) {
     },
 
     async addHits(counts: Map<string, number>) {
-      for (const [key, n] of counts) {
-        await db
-          .update(analysisCache)
-          .set({ hits: sql`${analysisCache.hits} + ${n}` })
-          .where(inArray(analysisCache.key, [key]))
-      }
+      if (counts.size === 0) return
+      // one statement for every key hit since the last flush
+      await database.raw(
+        `UPDATE analysis_cache c SET hits = c.hits + v.n FROM unnest($1::text[], $2::int[]) AS v(key, n) WHERE c.key = v.key`,
+        [[...counts.keys()], [...counts.values()]],
+        'gleaner_cache_hits'
+      )
     },
 
     async purgeExpired(): Promise<number> {

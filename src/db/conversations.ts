@@ -151,13 +151,17 @@ export function conversationsRepository(database: Database) {
       return rows.sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime() || a.id.localeCompare(b.id))
     },
 
-    async markSkipped(items: { id: string; reason: string }[], owner: string, executor: Executor = db) {
-      for (const item of items) {
-        await executor
-          .update(conversations)
-          .set({ status: 'skipped', skipReason: item.reason, leaseOwner: null, leaseExpiresAt: null, updatedAt: new Date() })
-          .where(and(eq(conversations.id, item.id), eq(conversations.status, 'processing'), eq(conversations.leaseOwner, owner)))
-      }
+    async markSkipped(items: { id: string; reason: string }[], owner: string): Promise<void> {
+      if (items.length === 0) return
+      // one statement for the batch, not one per row
+      await database.raw(
+        `UPDATE conversations c SET status = 'skipped', skip_reason = v.reason, lease_owner = NULL, lease_expires_at = NULL,
+           updated_at = date_trunc('milliseconds', now())
+         FROM unnest($1::uuid[], $2::text[]) AS v(id, reason)
+         WHERE c.id = v.id AND c.status = 'processing' AND c.lease_owner = $3`,
+        [items.map((i) => i.id), items.map((i) => i.reason), owner],
+        'gleaner_mark_skipped'
+      )
     },
 
     /**
@@ -165,27 +169,19 @@ export function conversationsRepository(database: Database) {
      * attempts are used up. Only rows this owner still holds are touched: a lease that
      * expired and was taken by another instance is theirs now.
      */
-    async releaseFailed(
-      items: { id: string; error: string; delayMs: number; final: boolean }[],
-      owner: string
-    ): Promise<void> {
-      for (const item of items) {
-        await db
-          .update(conversations)
-          .set(
-            item.final
-              ? { status: 'failed', lastError: item.error.slice(0, 2000), leaseOwner: null, leaseExpiresAt: null, updatedAt: new Date() }
-              : {
-                  status: 'pending',
-                  lastError: item.error.slice(0, 2000),
-                  leaseOwner: null,
-                  leaseExpiresAt: null,
-                  updatedAt: new Date(),
-                  availableAt: new Date(Date.now() + item.delayMs)
-                }
-          )
-          .where(and(eq(conversations.id, item.id), eq(conversations.status, 'processing'), eq(conversations.leaseOwner, owner)))
-      }
+    async releaseFailed(items: { id: string; error: string; delayMs: number; final: boolean }[], owner: string): Promise<void> {
+      if (items.length === 0) return
+      await database.raw(
+        `UPDATE conversations c SET
+           status = CASE WHEN v.final THEN 'failed' ELSE 'pending' END,
+           last_error = v.error, lease_owner = NULL, lease_expires_at = NULL,
+           updated_at = date_trunc('milliseconds', now()),
+           available_at = CASE WHEN v.final THEN c.available_at ELSE now() + make_interval(secs => v.delay_ms / 1000.0) END
+         FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::bool[]) AS v(id, error, delay_ms, final)
+         WHERE c.id = v.id AND c.status = 'processing' AND c.lease_owner = $5`,
+        [items.map((i) => i.id), items.map((i) => i.error.slice(0, 2000)), items.map((i) => i.delayMs), items.map((i) => i.final), owner],
+        'gleaner_release_failed'
+      )
     },
 
     /**
