@@ -79,7 +79,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id)
   })
-  app.addHook('onResponse', async (req, reply) => {
+  const logRequests = logger.isLevelEnabled('info') // checked once: no per-request cost when off
+  if (logRequests) app.addHook('onResponse', async (req, reply) => {
     req.log.info(
       { method: req.method, route: req.routeOptions.url ?? 'unmatched', status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
       'request done'
