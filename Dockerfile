@@ -24,6 +24,11 @@ ENV HOST=0.0.0.0 \
     PORT=3000 \
     NODE_ENV=production \
     DATA_DIR=/data
+# A heap limit makes V8 collect early instead of growing lazily: peak RSS while a 100k
+# backlog drains falls from ~420 MB to ~275 MB for ~12% less drain throughput (npm run
+# bench, row 7b). Live data stays far below it: the queue holds ids and batches are bounded.
+# Override with -e NODE_OPTIONS=... if your instances are sized differently.
+ENV NODE_OPTIONS="--max-old-space-size=448 --max-semi-space-size=32"
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force

@@ -368,13 +368,36 @@ async function main() {
     const s = await startServer(tr)
     let peak = 0
     const pid = s.pid
+    const t0 = Date.now()
     await waitDrained(s.url, () => {
       peak = Math.max(peak, readRss(pid))
     })
+    const perSec = RSS_N / ((Date.now() - t0) / 1000)
     await s.stop()
     await tr.drop()
-    rows.rss = { backlog: RSS_N, peakMB: peak / 1024 / 1024 }
+    rows.rss = { backlog: RSS_N, peakMB: peak / 1024 / 1024, perSecWallClock: perSec }
     log('rss', rows.rss)
+  }
+
+  // 7b. the same with the container's heap flags (the Dockerfile's NODE_OPTIONS)
+  const dockerNodeOptions = /^ENV NODE_OPTIONS="([^"]+)"/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
+  if (want('7') && dockerNodeOptions) {
+    const tr = await freshTarget('rssdocker')
+    const s0 = await startServer(tr, { WORKER_ENABLED: 'false' })
+    await fillBacklog(s0.url, RSS_N)
+    await s0.stop()
+    const s = await startServer(tr, { NODE_OPTIONS: dockerNodeOptions })
+    let peak = 0
+    const pid = s.pid
+    const t0 = Date.now()
+    await waitDrained(s.url, () => {
+      peak = Math.max(peak, readRss(pid))
+    })
+    const perSec = RSS_N / ((Date.now() - t0) / 1000)
+    await s.stop()
+    await tr.drop()
+    rows.rssContainer = { backlog: RSS_N, peakMB: peak / 1024 / 1024, nodeOptions: dockerNodeOptions, perSecWallClock: perSec }
+    log('rss (container heap flags)', rows.rssContainer)
   }
 
   const result = { date: new Date().toISOString(), seconds: SECONDS, machine, rows, durationS: (Date.now() - started) / 1000 }
@@ -420,7 +443,12 @@ function table(r: any): string {
     lines.push(
       `| 6 | ingest→insight latency, worker on, ${f(x.latency.offeredRps)} req/s offered (half the sustainable max) (${f(x.latency.achievedRps)} achieved) | p50 ${f(x.latency.p50ms)} ms, p99 ${f(x.latency.p99ms)} ms | — |`
     )
-  if (x.rss) lines.push(`| 7 | peak RSS while ${f(x.rss.backlog)} backlog drains | ${f(x.rss.peakMB)} MB | — |`)
+  if (x.rss)
+    lines.push(`| 7 | peak RSS while ${f(x.rss.backlog)} backlog drains (npm start) | ${f(x.rss.peakMB)} MB, drained at ${f(x.rss.perSecWallClock)} conv/s | — |`)
+  if (x.rssContainer)
+    lines.push(
+      `| 7b | the same with the image's NODE_OPTIONS (${x.rssContainer.nodeOptions}) | ${f(x.rssContainer.peakMB)} MB, drained at ${f(x.rssContainer.perSecWallClock)} conv/s | — |`
+    )
   const loads = [x.single?.c50, x.single?.c100, x.batch?.b100, x.batch?.b1000].filter(Boolean) as LoadResult[]
   const errs = loads.reduce((a, l) => a + l.non2xx + l.errors, 0)
   if (errs) lines.push('', `note: ${errs} non-2xx or failed requests during ingest rows`)
