@@ -121,6 +121,11 @@ export class Worker extends EventEmitter {
     }
   }
 
+  /** Pending rows in the shared database as of the last sweep: cheap enough for every ingest. */
+  get pendingBacklog(): number {
+    return this.backlog.pending
+  }
+
   status(): WorkerStatus {
     // work is waiting: queued here, pending in the database, or a batch of ours in flight
     const waiting = this.d.queue.size > 0 || this.backlog.pending > 0 || this.batches.pending > 0

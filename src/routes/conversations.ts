@@ -34,6 +34,9 @@ function metadataErrors(metadata: unknown, config: Config, prefix = ''): FieldEr
   return []
 }
 
+// a source a client may name (the contract's pattern); anything else is labelled 'invalid'
+const SOURCE_RE = /^[A-Za-z0-9._:-]{1,64}$/
+
 const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const { ConversationIn: ConversationSchema, BatchIn } = conversationSchemas(config)
   const validateItem = createBodyAjv().compile(ConversationSchema)
@@ -73,8 +76,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
   }
 
   const overloaded = () => {
-    const backlog = pipeline.worker.status().backlog.pending
-    if (backlog >= config.BACKLOG_HARD_LIMIT) {
+    if (pipeline.worker.pendingBacklog >= config.BACKLOG_HARD_LIMIT) {
       throw new AppError('UNAVAILABLE', `the analysis backlog is over its limit (${config.BACKLOG_HARD_LIMIT}); retry later`, {
         retryAfter: 30
       })
@@ -88,6 +90,14 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
     '/api/v1/conversations',
     {
       config: { scope: 'ingest' },
+      // schema and parser rejections never reach the handler: count them here, so the
+      // rejected outcome means the same on both ingest routes
+      onResponse: async (req, reply) => {
+        if (reply.statusCode === 400 || reply.statusCode === 413 || reply.statusCode === 415) {
+          const src = (req.body as { source?: unknown } | undefined)?.source
+          count(typeof src === 'string' && SOURCE_RE.test(src) ? src : 'invalid', 'rejected')
+        }
+      },
       schema: {
         tags: ['producers'],
         summary: 'Store one conversation and queue it for analysis',
@@ -148,7 +158,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
         if (errs.length) {
           results[index] = { index, error: { code: 'VALIDATION_FAILED', message: errs[0]!.message, details: errs } }
           const src = (item as { source?: unknown })?.source
-          count(typeof src === 'string' && src.length <= 64 ? src : 'invalid', 'rejected')
+          count(typeof src === 'string' && SOURCE_RE.test(src) ? src : 'invalid', 'rejected')
           return
         }
         rows.push(toRow(item as ConversationIn))

@@ -1,6 +1,6 @@
 // Ingest and the conversation read, through Fastify's inject, on both back ends.
 import t from 'tap'
-import { backendEnv, backends, buildTestApp, conversation, waitFor } from '../helper.ts'
+import { backendEnv, backends, buildTestApp, conversation } from '../helper.ts'
 
 for (const backend of backends()) {
   t.test(backend, async (t) => {
@@ -156,6 +156,14 @@ for (const backend of backends()) {
       )
     })
 
-    await waitFor(() => true)
+    t.test('every ingest outcome is counted, rejections on the single route included', async (t) => {
+      await post({ source: 'counted-src', messages: [] })
+      await post({ ...conversation(), source: 'bad source!' })
+      await post(conversation({ source: 'counted-src' }))
+      const m = await app.metrics.registry.getSingleMetricAsString('gleaner_conversations_ingested_total')
+      t.match(m, /source="counted-src",outcome="rejected"\} 1/)
+      t.match(m, /source="invalid",outcome="rejected"\} [1-9]/)
+      t.match(m, /source="counted-src",outcome="accepted"\} 1/)
+    })
   })
 }
