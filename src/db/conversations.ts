@@ -2,7 +2,7 @@
 import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Message } from '../analyzers/analyzer.ts'
-import type { Database, Executor } from './client.ts'
+import type { Database } from './client.ts'
 import { type ConversationStatus, conversations } from './schema.ts'
 
 export interface NewConversation {
