@@ -28,8 +28,9 @@ export interface InsightFilters {
 
 export type InsightRow = typeof insights.$inferSelect
 
+/** A keyset position: a time and the id that breaks ties at that time. */
 export interface Cursor {
-  createdAt: Date
+  at: Date
   id: string
 }
 
@@ -46,7 +47,7 @@ export function insightsRepository(database: Database) {
       f.since !== undefined ? gte(insights.createdAt, f.since) : undefined,
       f.until !== undefined ? lt(insights.createdAt, f.until) : undefined,
       // row-value comparison so the (created_at DESC, id DESC) index serves the page directly
-      cursor ? sql`(${insights.createdAt}, ${insights.conversationId}) < (${cursor.createdAt}, ${cursor.id})` : undefined
+      cursor ? sql`(${insights.createdAt}, ${insights.conversationId}) < (${cursor.at}, ${cursor.id})` : undefined
     )
   }
 
@@ -100,7 +101,7 @@ export function insightsRepository(database: Database) {
       const rows = await this.listQuery(filters, limit, cursor)
       const items = rows.slice(0, limit)
       const last = items[items.length - 1]
-      return { items, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.conversationId } : undefined }
+      return { items, next: rows.length > limit && last ? { at: last.createdAt, id: last.conversationId } : undefined }
     },
 
     async summary(filters: InsightFilters) {

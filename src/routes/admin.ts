@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { badRequest, notFound } from '../errors.ts'
+import { decodeCursor, encodeCursor } from './cursor.ts'
 import { ErrorBody, IdParams, storableInstant, UUID_RE } from './schemas.ts'
 
 const Day = Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}$' })
@@ -135,13 +136,8 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
     },
     async (req) => {
-      let before: { updatedAt: Date; id: string } | undefined
-      if (req.query.cursor) {
-        const [iso, id] = Buffer.from(req.query.cursor, 'base64url').toString().split('|')
-        const d = new Date(iso ?? '')
-        if (!id || !UUID_RE.test(id) || !storableInstant(d)) throw badRequest('cursor is not valid')
-        before = { updatedAt: d, id }
-      }
+      const cursor = req.query.cursor ? decodeCursor(req.query.cursor) : undefined
+      const before = cursor && { updatedAt: cursor.at, id: cursor.id }
       const rows = await app.repos.conversations.listDeadLetters(req.query.limit + 1, before)
       const items = rows.slice(0, req.query.limit)
       const last = items[items.length - 1]
@@ -155,8 +151,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           received_at: r.receivedAt.toISOString(),
           failed_at: r.failedAt.toISOString()
         })),
-        next_cursor:
-          rows.length > req.query.limit && last ? Buffer.from(`${last.failedAt.toISOString()}|${last.id}`).toString('base64url') : null
+        next_cursor: rows.length > req.query.limit && last ? encodeCursor({ at: last.failedAt, id: last.id }) : null
       }
     }
   )

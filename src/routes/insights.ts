@@ -1,23 +1,12 @@
 // Analyst reads: the insight list with keyset pagination, and the summary.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Static } from 'typebox'
-import type { Cursor, InsightFilters } from '../db/insights.ts'
+import type { InsightFilters } from '../db/insights.ts'
 import { badRequest, validationFailed } from '../errors.ts'
+import { decodeCursor, encodeCursor } from './cursor.ts'
 import { presentInsight } from './present.ts'
-import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery, storableInstant, UUID_RE } from './schemas.ts'
+import { ErrorBody, InsightsPage, InsightsQuery, SummaryOut, SummaryQuery, storableInstant } from './schemas.ts'
 
-
-/** The cursor is opaque to clients: base64url of "<created_at ISO>|<conversation id>". */
-export const encodeCursor = (c: Cursor) => Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString('base64url')
-
-export function decodeCursor(s: string): Cursor {
-  const [iso, id, extra] = Buffer.from(s, 'base64url').toString('utf8').split('|')
-  const createdAt = new Date(iso ?? '')
-  if (extra !== undefined || !id || !UUID_RE.test(id) || !storableInstant(createdAt)) {
-    throw badRequest('cursor is not valid: use next_cursor from a previous page as it is')
-  }
-  return { createdAt, id }
-}
 
 function instant(value: string, field: string): Date {
   const d = new Date(value)

@@ -40,7 +40,7 @@ t.test('plans on a 100k-row table use the indexes', { skip: process.env.DATABASE
     walk(rows[0]!['QUERY PLAN'][0].Plan)
     return nodes
   }
-  const cursor = { createdAt: new Date(Date.now() - 5 * 86_400_000), id: 'ffffffff-ffff-ffff-ffff-ffffffffffff' }
+  const cursor = { at: new Date(Date.now() - 5 * 86_400_000), id: 'ffffffff-ffff-ffff-ffff-ffffffffffff' }
   const cases: [string, Parameters<typeof repo.listQuery>[0], boolean][] = [
     ['no filter', {}, false],
     ['no filter, deep cursor', {}, true],
