@@ -38,9 +38,16 @@ export function analysisCacheRepository(database: Database) {
       )
     },
 
+    /** Deletes up to 10,000 expired rows a call: bounded work for a sweep tick. */
     async purgeExpired(): Promise<number> {
-      const rows = await db.delete(analysisCache).where(lt(analysisCache.expiresAt, new Date())).returning({ key: analysisCache.key })
-      return rows.length
+      const [r] = await database.raw<{ n: number }>(
+        `WITH gone AS (DELETE FROM analysis_cache WHERE key IN (
+           SELECT key FROM analysis_cache WHERE expires_at < now() LIMIT 10000) RETURNING 1)
+         SELECT count(*)::int AS n FROM gone`,
+        [],
+        'gleaner_cache_purge'
+      )
+      return Number(r?.n ?? 0)
     }
   }
 }

@@ -189,12 +189,13 @@ export function conversationsRepository(database: Database) {
      * pauses (open circuit, spent budget) with work already claimed.
      */
     async releaseClaims(ids: string[] | 'all', owner: string, delayMs = 0): Promise<number> {
+      if (ids !== 'all' && ids.length === 0) return 0
       const rows = await database.query<{ id: string }>(sql`
         UPDATE conversations SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
           attempts = GREATEST(attempts - 1, 0), updated_at = date_trunc('milliseconds', now()),
           available_at = now() + make_interval(secs => ${delayMs / 1000})
         WHERE status = 'processing' AND lease_owner = ${owner}
-          ${ids === 'all' ? sql`` : sql`AND ${inArray(conversations.id, ids.length ? ids : ['00000000-0000-0000-0000-000000000000'])}`}
+          ${ids === 'all' ? sql`` : sql`AND ${inArray(conversations.id, ids)}`}
         RETURNING id`)
       return rows.length
     },

@@ -47,6 +47,10 @@ export class AnalysisCache {
     for (const e of entries) this.lru?.set(e.key, e.insight)
   }
 
+  purgeExpired(): Promise<number> {
+    return this.repo.purgeExpired()
+  }
+
   /** Hit counts are written in the background sweep, not on the hot path. */
   async flushHits(): Promise<void> {
     if (this.pendingHits.size === 0) return

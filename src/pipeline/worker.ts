@@ -42,6 +42,9 @@ export interface WorkerDeps {
   logger: Logger
 }
 
+// hourly is plenty: an expired row is already ignored by look-ups, only its space waits
+const CACHE_PURGE_EVERY_MS = 3_600_000
+
 export type PauseReason = 'circuit_open' | 'budget_exhausted' | 'database_unavailable'
 
 export interface WorkerStatus {
@@ -61,6 +64,7 @@ export class Worker extends EventEmitter {
   private readonly abort = new AbortController()
   private sweepTimer: NodeJS.Timeout | undefined
   private sweepTicks = 0
+  private lastCachePurgeAt = Date.now()
   private lastProgressAt = Date.now()
   private batchSeq = 0
   private backlog = { pending: 0, processing: 0, failed: 0 }
@@ -157,6 +161,12 @@ export class Worker extends EventEmitter {
     const remaining = this.d.budget.remaining()
     if (remaining !== null) this.d.metrics.budgetRemaining.set(remaining)
     await this.d.cache.flushHits()
+    // expired cache rows are never read again: delete them now and then, not on every tick
+    if (Date.now() - this.lastCachePurgeAt > CACHE_PURGE_EVERY_MS) {
+      this.lastCachePurgeAt = Date.now()
+      const purged = await this.d.cache.purgeExpired()
+      if (purged) this.log.info({ purged }, 'purged expired analysis cache rows')
+    }
     this.d.queue.wake()
   }
 
@@ -348,9 +358,10 @@ export class Worker extends EventEmitter {
       }
       if (failures.length) {
         metrics.analysisFailures.inc({ reason: 'invalid_output' }, failures.length)
+        const errorOf = new Map(failures.map((f) => [f.row.id, f.error]))
         await this.releaseFailed(
           failures.map((f) => f.row),
-          (id) => failures.find((f) => f.row.id === id)!.error
+          (id) => errorOf.get(id)!
         )
       }
       if (stored.length) this.emit('stored', stored)

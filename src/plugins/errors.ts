@@ -21,7 +21,7 @@ export function toAppError(err: FastifyError | AppError | Error): AppError {
   if (err instanceof AppError) return err
   const fe = err as FastifyError
   if (fe.validation) {
-    const details = describeAjvErrors(fe.validation as never, fe.validationContext === 'body' ? undefined : undefined)
+    const details = describeAjvErrors(fe.validation as never)
     const where = fe.validationContext && fe.validationContext !== 'body' ? `${fe.validationContext}: ` : ''
     return new AppError('VALIDATION_FAILED', `${where}${details.map((d) => d.message).join('; ') || 'invalid request'}`, {
       details
