@@ -204,6 +204,24 @@ const readRss = (pid: number) => {
   }
 }
 
+/** Fills a backlog of RSS_N, then drains it with serverEnv, sampling the server's RSS. */
+async function drainWatchingRss(label: string, serverEnv: Record<string, string>) {
+  const target = await freshTarget(label)
+  const filler = await startServer(target, { WORKER_ENABLED: 'false' })
+  await fillBacklog(filler.url, RSS_N)
+  await filler.stop()
+  const s = await startServer(target, serverEnv)
+  let peak = 0
+  const t0 = Date.now()
+  await waitDrained(s.url, () => {
+    peak = Math.max(peak, readRss(s.pid))
+  })
+  const perSecWallClock = RSS_N / ((Date.now() - t0) / 1000)
+  await s.stop()
+  await target.drop()
+  return { backlog: RSS_N, peakMB: peak / 1024 / 1024, perSecWallClock }
+}
+
 // ---------- ceiling B: raw inserts ----------
 async function rawInserts(db: Database, rowsPerStatement: number, seconds: number, lanes: number) {
   let rows = 0
@@ -359,45 +377,16 @@ async function main() {
     log('latency', rows.latency)
   }
 
+  // 7. peak RSS while a large backlog drains: as npm start runs it, and (7b) with the
+  // container's heap flags (the Dockerfile's NODE_OPTIONS)
   if (want('7')) {
-    // 7. peak RSS while a large backlog drains
-    const tr = await freshTarget('rss')
-    const s0 = await startServer(tr, { WORKER_ENABLED: 'false' })
-    await fillBacklog(s0.url, RSS_N)
-    await s0.stop()
-    const s = await startServer(tr)
-    let peak = 0
-    const pid = s.pid
-    const t0 = Date.now()
-    await waitDrained(s.url, () => {
-      peak = Math.max(peak, readRss(pid))
-    })
-    const perSec = RSS_N / ((Date.now() - t0) / 1000)
-    await s.stop()
-    await tr.drop()
-    rows.rss = { backlog: RSS_N, peakMB: peak / 1024 / 1024, perSecWallClock: perSec }
+    rows.rss = await drainWatchingRss('rss', {})
     log('rss', rows.rss)
-  }
-
-  // 7b. the same with the container's heap flags (the Dockerfile's NODE_OPTIONS)
-  const dockerNodeOptions = /^ENV NODE_OPTIONS="([^"]+)"/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
-  if (want('7') && dockerNodeOptions) {
-    const tr = await freshTarget('rssdocker')
-    const s0 = await startServer(tr, { WORKER_ENABLED: 'false' })
-    await fillBacklog(s0.url, RSS_N)
-    await s0.stop()
-    const s = await startServer(tr, { NODE_OPTIONS: dockerNodeOptions })
-    let peak = 0
-    const pid = s.pid
-    const t0 = Date.now()
-    await waitDrained(s.url, () => {
-      peak = Math.max(peak, readRss(pid))
-    })
-    const perSec = RSS_N / ((Date.now() - t0) / 1000)
-    await s.stop()
-    await tr.drop()
-    rows.rssContainer = { backlog: RSS_N, peakMB: peak / 1024 / 1024, nodeOptions: dockerNodeOptions, perSecWallClock: perSec }
-    log('rss (container heap flags)', rows.rssContainer)
+    const dockerNodeOptions = /^ENV NODE_OPTIONS="([^"]+)"/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
+    if (dockerNodeOptions) {
+      rows.rssContainer = { ...(await drainWatchingRss('rssdocker', { NODE_OPTIONS: dockerNodeOptions })), nodeOptions: dockerNodeOptions }
+      log('rss (container heap flags)', rows.rssContainer)
+    }
   }
 
   const result = { date: new Date().toISOString(), seconds: SECONDS, machine, rows, durationS: (Date.now() - started) / 1000 }

@@ -210,7 +210,8 @@ t.test('429 with Retry-After: the retry waits at least that long', async (t) => 
   t.ok(r.results.every((x) => x.ok))
   t.equal(fake.stats.calls, 2)
   const [first, second] = fake.stats.callTimes
-  t.ok(second! - first! >= 1000, `second call came ${Math.round(second! - first!)} ms after the first`)
+  // a lower bound on behaviour (the wait was honoured), with room for timer rounding
+  t.ok(second! - first! >= 950, `second call came ${Math.round(second! - first!)} ms after the first`)
   t.same(await calls(), { rate_limited: 1, ok: 1 })
 })
 
