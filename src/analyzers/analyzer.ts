@@ -1,28 +1,7 @@
 // The Analyzer interface: the local analyzer and the OpenAI-compatible model client are
 // peers behind it. The worker never knows which one it talks to.
 
-export type Role = 'user' | 'assistant' | 'system' | 'agent' | 'tool'
-export interface Message {
-  role: Role
-  content: string
-  at?: string
-}
-
-export const SENTIMENTS = ['positive', 'neutral', 'negative', 'mixed'] as const
-export const URGENCIES = ['low', 'medium', 'high'] as const
-export type Sentiment = (typeof SENTIMENTS)[number]
-export type Urgency = (typeof URGENCIES)[number]
-
-/** What an analyzer produces for one conversation (the contract's insight, minus bookkeeping). */
-export interface InsightFields {
-  sentiment: Sentiment
-  sentiment_score: number // -1 .. 1
-  topics: string[] // 0..10 lower-case
-  intent: string // short label
-  urgency: Urgency
-  summary: string
-  language: string // ISO 639-1 where known, 'und' otherwise
-}
+import type { InsightFields, Message } from '../domain.ts'
 
 export interface AnalysisInput {
   id: string

@@ -10,34 +10,12 @@
 
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import type { ItsFunction, WinkMethods } from 'wink-nlp'
-import {
-  type AnalysisInput,
-  type Analyzer,
-  type BatchResult,
-  type InsightFields,
-  type ItemResult,
-  type Message,
-  ModelCallError,
-  type Sentiment,
-  type Urgency
-} from './analyzer.ts'
+import type { InsightFields, Intent, Message, Sentiment, Urgency } from '../domain.ts'
+import { type AnalysisInput, type Analyzer, type BatchResult, type ItemResult, ModelCallError } from './analyzer.ts'
 
 export const LOCAL_MODEL = 'local-lexicon-v1'
 export const LOCAL_PROMPT_VERSION = 'v1'
 
-export const LOCAL_INTENTS = [
-  'complaint',
-  'refund_request',
-  'cancellation',
-  'bug_report',
-  'question',
-  'feature_request',
-  'praise',
-  'purchase',
-  'account_help',
-  'other'
-] as const
-export type LocalIntent = (typeof LOCAL_INTENTS)[number]
 
 /**
  * Analysed text per conversation is capped at 20,000 characters (16,000 primary, 4,000
@@ -478,7 +456,7 @@ function rankTopics(lexicon: Map<string, number>, nouns: Map<string, number> | u
   return topics.slice(0, MAX_TOPICS)
 }
 
-function classifyIntent(lower: string, sentiment: Sentiment): LocalIntent {
+function classifyIntent(lower: string, sentiment: Sentiment): Intent {
   if (REFUND_RE.test(lower)) return 'refund_request'
   if (CANCELLATION_RE.test(lower)) return 'cancellation'
   if (ACCOUNT_HELP_RE.test(lower)) return 'account_help'
@@ -492,7 +470,7 @@ function classifyIntent(lower: string, sentiment: Sentiment): LocalIntent {
 }
 
 /** Mixed counts as negative here: it has at least one clearly unhappy sentence. */
-function classifyUrgency(lower: string, sentiment: Sentiment, score: number, intent: LocalIntent): Urgency {
+function classifyUrgency(lower: string, sentiment: Sentiment, score: number, intent: Intent): Urgency {
   if (HIGH_URGENCY_RE.test(lower)) return 'high'
   if (score <= HIGH_URGENCY_SCORE && countExclamations(lower) >= HIGH_URGENCY_EXCLAMATIONS) return 'high'
   if (sentiment === 'negative' || sentiment === 'mixed' || intent === 'complaint' || intent === 'bug_report') return 'medium'

@@ -6,12 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { type Dispatcher, Pool } from 'undici'
 import { type Config, parseModelPrices } from '../config.ts'
+import type { InsightFields } from '../domain.ts'
 import type { Metrics } from '../metrics.ts'
 import {
   type AnalysisInput,
   type Analyzer,
   type BatchResult,
-  type InsightFields,
   type ItemResult,
   ModelCallError,
   type ModelFailureKind,

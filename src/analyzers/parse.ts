@@ -3,7 +3,7 @@
 // extraction is lenient and validation is strict: whatever comes out of here satisfies
 // InsightFields. Everything is pure and total: bad input yields parseError or invalid
 // indexes, never an exception.
-import { type InsightFields, SENTIMENTS, type Sentiment, URGENCIES, type Urgency } from './analyzer.ts'
+import { consistentScore, type InsightFields, normalizeIntent, SENTIMENTS, TOPIC_RULES, URGENCIES } from '../domain.ts'
 
 export interface ParsedAnswer {
   /** valid insights by the index the prompt gave the conversation */
@@ -14,9 +14,6 @@ export interface ParsedAnswer {
   parseError?: string
 }
 
-const MAX_TOPICS = 10
-const MAX_TOPIC_CHARS = 60
-const MAX_INTENT_CHARS = 80
 const MAX_SUMMARY_CHARS = 1_000
 /** How many start positions we try in prose; bounds the work on a long garbage answer. */
 const MAX_CANDIDATES = 50
@@ -218,21 +215,24 @@ function readIndex(raw: unknown): number | undefined {
   return Number.isInteger(n) ? n : undefined
 }
 
-/** One raw item → InsightFields, or null when it cannot be made valid without guessing. */
+/**
+ * One raw item → InsightFields, or null when it cannot be made valid without guessing.
+ * Labels are mapped onto the shared taxonomy (any case or spacing, known synonyms, anything
+ * else `other`), and a score that contradicts its label is clamped into the label's band.
+ */
 export function validateInsight(raw: unknown): InsightFields | null {
   if (!isRecord(raw)) return null
   const sentiment = oneOf(raw.sentiment, SENTIMENTS)
   const urgency = oneOf(raw.urgency, URGENCIES)
   const score = toNumber(raw.sentiment_score)
   const summary = cleanText(raw.summary, MAX_SUMMARY_CHARS)
-  const intent = cleanText(raw.intent, MAX_INTENT_CHARS).toLowerCase()
-  if (!sentiment || !urgency || score === undefined || !summary || !intent) return null
+  if (!sentiment || !urgency || score === undefined || !summary || typeof raw.intent !== 'string' || !raw.intent.trim()) return null
   return {
-    sentiment: sentiment as Sentiment,
-    sentiment_score: Math.min(1, Math.max(-1, score)),
+    sentiment,
+    sentiment_score: consistentScore(sentiment, score).score,
     topics: cleanTopics(raw.topics),
-    intent,
-    urgency: urgency as Urgency,
+    intent: normalizeIntent(raw.intent).intent,
+    urgency,
     summary,
     language: cleanLanguage(raw.language)
   }
@@ -260,9 +260,9 @@ function cleanTopics(v: unknown): string[] {
   const topics = new Set<string>()
   for (const t of list) {
     if (typeof t !== 'string') continue
-    const topic = t.replace(/\s+/g, ' ').trim().toLowerCase().slice(0, MAX_TOPIC_CHARS).trim()
+    const topic = t.replace(/\s+/g, ' ').trim().toLowerCase().slice(0, TOPIC_RULES.maxChars).trim()
     if (topic) topics.add(topic)
-    if (topics.size === MAX_TOPICS) break
+    if (topics.size === TOPIC_RULES.maxTopics) break
   }
   return [...topics]
 }

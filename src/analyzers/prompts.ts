@@ -2,8 +2,8 @@
 // the analysis cache key, so any change to the wording or the layout of a prompt must come
 // as a new version here, never as an edit of an existing one (old cache entries would
 // otherwise be served as if the new prompt had produced them).
-import type { AnalysisInput, Message } from './analyzer.ts'
-import { SENTIMENTS, URGENCIES } from './analyzer.ts'
+import { type Message, SENTIMENTS, URGENCIES } from '../domain.ts'
+import type { AnalysisInput } from './analyzer.ts'
 
 export interface BuildUserOptions {
   /** MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION */

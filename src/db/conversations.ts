@@ -1,9 +1,9 @@
 // Conversations: ingest writes, worker claims (leases), dead letters, analyst reads.
 import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import type { Message } from '../analyzers/analyzer.ts'
+import { BACKLOG_STATUSES, type BacklogStatus, type ConversationStatus, type Message } from '../domain.ts'
 import type { Database } from './client.ts'
-import { type ConversationStatus, conversations } from './schema.ts'
+import { conversations } from './schema.ts'
 
 export interface NewConversation {
   source: string
@@ -223,12 +223,12 @@ export function conversationsRepository(database: Database) {
       return { requeued: rows.length - failed, failed }
     },
 
-    async backlogCounts(): Promise<Record<'pending' | 'processing' | 'failed', number>> {
-      const rows = await database.query<{ status: string; n: number }>(sql`
+    async backlogCounts(): Promise<Record<BacklogStatus, number>> {
+      const rows = await database.query<{ status: BacklogStatus; n: number }>(sql`
         SELECT status, count(*)::int AS n FROM conversations
-        WHERE status IN ('pending', 'processing', 'failed') GROUP BY status`)
-      const out = { pending: 0, processing: 0, failed: 0 }
-      for (const r of rows) out[r.status as keyof typeof out] = Number(r.n)
+        WHERE ${inArray(conversations.status, [...BACKLOG_STATUSES])} GROUP BY status`)
+      const out = Object.fromEntries(BACKLOG_STATUSES.map((s) => [s, 0])) as Record<BacklogStatus, number>
+      for (const r of rows) out[r.status] = Number(r.n)
       return out
     },
 

@@ -1,7 +1,7 @@
 // Insights: stored by the worker (with the conversation's status, in one transaction),
 // listed and summarised for analysts with keyset pagination.
 import { and, arrayContains, eq, gte, inArray, lt, type SQL, sql } from 'drizzle-orm'
-import type { InsightFields } from '../analyzers/analyzer.ts'
+import { type InsightFields, type Intent, SENTIMENTS, type Sentiment, URGENCIES, type Urgency } from '../domain.ts'
 import type { Database } from './client.ts'
 import { conversations, insights } from './schema.ts'
 
@@ -18,10 +18,10 @@ export interface NewInsight extends InsightFields {
 
 export interface InsightFilters {
   source?: string
-  sentiment?: string
+  sentiment?: Sentiment
   topic?: string
-  intent?: string
-  urgency?: string
+  intent?: Intent
+  urgency?: Urgency
   since?: Date
   until?: Date
 }
@@ -129,8 +129,8 @@ export function insightsRepository(database: Database) {
       }
       return {
         total: Number(totals[0]?.n ?? 0),
-        by_sentiment: tally(sentiments, ['positive', 'neutral', 'negative', 'mixed']),
-        by_urgency: tally(urgencies, ['low', 'medium', 'high']),
+        by_sentiment: tally(sentiments, SENTIMENTS),
+        by_urgency: tally(urgencies, URGENCIES),
         top_topics: topics.map((t) => ({ topic: t.topic, count: Number(t.n) })),
         by_day: days.map((d) => ({
           day: d.day,

@@ -18,10 +18,14 @@ import {
   uniqueIndex,
   uuid
 } from 'drizzle-orm/pg-core'
-import type { Message } from '../analyzers/analyzer.ts'
-
-export const CONVERSATION_STATUSES = ['pending', 'processing', 'analyzed', 'skipped', 'failed'] as const
-export type ConversationStatus = (typeof CONVERSATION_STATUSES)[number]
+import {
+  CONVERSATION_STATUSES,
+  type ConversationStatus,
+  type Intent,
+  type Message,
+  type Sentiment,
+  type Urgency
+} from '../domain.ts'
 
 const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
 
@@ -56,7 +60,8 @@ export const conversations = pgTable(
     index('conversations_processing_lease_idx').on(t.leaseExpiresAt).where(sql`status = 'processing'`),
     // dead letters, newest failure first
     index('conversations_failed_idx').on(t.updatedAt, t.id).where(sql`status = 'failed'`),
-    check('conversations_status_ck', sql`status in ('pending', 'processing', 'analyzed', 'skipped', 'failed')`)
+    // the CHECK is written out from the domain list; a new status needs a migration (db:generate shows the diff)
+    check('conversations_status_ck', sql.raw(`status in (${CONVERSATION_STATUSES.map((s) => `'${s}'`).join(', ')})`))
   ]
 )
 
@@ -69,11 +74,12 @@ export const insights = pgTable(
       .primaryKey()
       .references(() => conversations.id, { onDelete: 'cascade' }),
     source: text('source').notNull(),
-    sentiment: text('sentiment').notNull(),
+    sentiment: text('sentiment').$type<Sentiment>().notNull(),
     sentimentScore: real('sentiment_score').notNull(),
     topics: text('topics').array().notNull().default(sql`'{}'::text[]`),
-    intent: text('intent').notNull(),
-    urgency: text('urgency').notNull(),
+    // the closed taxonomy; migration 0001 mapped older free-form labels onto it
+    intent: text('intent').$type<Intent>().notNull(),
+    urgency: text('urgency').$type<Urgency>().notNull(),
     summary: text('summary').notNull(),
     language: text('language').notNull(),
     model: text('model').notNull(),

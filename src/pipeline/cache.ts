@@ -2,8 +2,8 @@
 // prompt version) are analysed once. An LRU in memory answers hot keys without a query;
 // the table behind it is shared by every instance and survives restarts.
 import { LRUCache } from 'lru-cache'
-import type { InsightFields } from '../analyzers/analyzer.ts'
 import type { AnalysisCacheRepository } from '../db/analysis-cache.ts'
+import type { InsightFields } from '../domain.ts'
 
 export class AnalysisCache {
   private readonly lru: LRUCache<string, InsightFields> | null

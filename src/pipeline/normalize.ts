@@ -1,7 +1,7 @@
 // Normalized text: what the cache key and the conversation's text hash are computed from.
 // Two transcripts that differ only in case, spacing or timestamps analyse the same.
 import { createHash } from 'node:crypto'
-import type { Message } from '../analyzers/analyzer.ts'
+import type { Message } from '../domain.ts'
 
 const ANALYSED_ROLES = new Set(['user', 'assistant', 'agent'])
 const ASCII_RE = /^[\x00-\x7f]*$/

@@ -1,6 +1,6 @@
 // Prefilter: a cheap judgement, before any analysis is paid for, of whether a conversation
 // carries enough of the customer's own words to be worth analysing.
-import type { Message } from '../analyzers/analyzer.ts'
+import type { Message } from '../domain.ts'
 
 export type SkipReason = 'no_user_message' | 'too_short' | 'boilerplate_only' | 'links_only'
 export type PrefilterVerdict = { skip: false } | { skip: true; reason: SkipReason }

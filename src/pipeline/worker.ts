@@ -4,19 +4,13 @@
 import { EventEmitter } from 'node:events'
 import PQueue from 'p-queue'
 import type { Logger } from 'pino'
-import {
-  type AnalysisInput,
-  type Analyzer,
-  type BatchResult,
-  type InsightFields,
-  type ItemResult,
-  ModelCallError
-} from '../analyzers/analyzer.ts'
+import { type AnalysisInput, type Analyzer, type BatchResult, type ItemResult, ModelCallError } from '../analyzers/analyzer.ts'
 import type { Config } from '../config.ts'
 import type { ClaimedConversation, ConversationsRepository } from '../db/conversations.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { InsightsRepository, NewInsight } from '../db/insights.ts'
 import type { UsageRepository } from '../db/usage.ts'
+import type { InsightFields } from '../domain.ts'
 import type { Metrics } from '../metrics.ts'
 import type { AdaptiveBatchSize } from './batch-size.ts'
 import type { CircuitBreaker } from './breaker.ts'

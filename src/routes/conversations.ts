@@ -1,9 +1,9 @@
 // Producer routes (ingest) and the analyst's conversation read.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { Message } from '../analyzers/analyzer.ts'
 import type { Config } from '../config.ts'
 import type { NewConversation } from '../db/conversations.ts'
 import { GroupInserter } from '../db/group-insert.ts'
+import type { Message } from '../domain.ts'
 import { AppError, notFound, validationFailed } from '../errors.ts'
 import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
 import { prefilter } from '../pipeline/prefilter.ts'

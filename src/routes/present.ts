@@ -6,11 +6,11 @@ export function presentInsight(r: InsightRow) {
   return {
     conversation_id: r.conversationId,
     source: r.source,
-    sentiment: r.sentiment as 'positive' | 'neutral' | 'negative' | 'mixed',
+    sentiment: r.sentiment,
     sentiment_score: r.sentimentScore,
     topics: r.topics,
     intent: r.intent,
-    urgency: r.urgency as 'low' | 'medium' | 'high',
+    urgency: r.urgency,
     summary: r.summary,
     language: r.language,
     model: r.model,

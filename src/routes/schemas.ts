@@ -1,12 +1,8 @@
 // Route schemas (TypeBox): the source of truth for validation, response serialisation,
 // types and the OpenAPI document. Limits come from config, so they are built per app.
 import { type Static, Type } from 'typebox'
-import { SENTIMENTS, URGENCIES } from '../analyzers/analyzer.ts'
 import type { Config } from '../config.ts'
-
-export const ROLES = ['user', 'assistant', 'system', 'agent', 'tool'] as const
-// string enums as JSON Schema `enum`: compact in OpenAPI and typed as a union of literals
-const lits = <const T extends readonly string[]>(values: T) => Type.Enum(values)
+import { CONVERSATION_STATUSES, INTENTS, InsightSchema, literals as lits, ROLES, SENTIMENTS, URGENCIES } from '../domain.ts'
 
 export function conversationSchemas(config: Config) {
   const Message = Type.Object(
@@ -38,7 +34,7 @@ export function conversationSchemas(config: Config) {
 
 export type ConversationIn = Static<ReturnType<typeof conversationSchemas>['ConversationIn']>
 
-export const Status = lits(['pending', 'processing', 'analyzed', 'skipped', 'failed'] as const)
+export const Status = lits(CONVERSATION_STATUSES)
 
 export const IngestOut = Type.Object({ id: Type.String(), status: Status, duplicate: Type.Boolean() })
 
@@ -66,23 +62,7 @@ export const BatchOut = Type.Object({
   rejected: Type.Integer()
 })
 
-export const InsightOut = Type.Object({
-  conversation_id: Type.String(),
-  source: Type.String(),
-  sentiment: lits(SENTIMENTS),
-  sentiment_score: Type.Number(),
-  topics: Type.Array(Type.String()),
-  intent: Type.String(),
-  urgency: lits(URGENCIES),
-  summary: Type.String(),
-  language: Type.String(),
-  model: Type.String(),
-  prompt_version: Type.String(),
-  cached: Type.Boolean(),
-  tokens: Type.Object({ input: Type.Integer(), output: Type.Integer() }),
-  cost_usd: Type.Number(),
-  created_at: Type.String({ format: 'date-time' })
-})
+export const InsightOut = InsightSchema
 
 export const ConversationOut = Type.Object({
   id: Type.String(),
@@ -106,7 +86,7 @@ const Filters = {
   source: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
   sentiment: Type.Optional(lits(SENTIMENTS)),
   topic: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
-  intent: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  intent: Type.Optional(lits(INTENTS)),
   urgency: Type.Optional(lits(URGENCIES)),
   since: Type.Optional(Type.String({ format: 'date-time' })),
   until: Type.Optional(Type.String({ format: 'date-time' }))

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { type AnalysisInput, type InsightFields, type Message, SENTIMENTS, URGENCIES } from '../../src/analyzers/analyzer.ts'
-import { createLocalAnalyzer, LOCAL_INTENTS } from '../../src/analyzers/local.ts'
+import type { AnalysisInput } from '../../src/analyzers/analyzer.ts'
+import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
+import { INTENTS, type InsightFields, type Message, SENTIMENTS, URGENCIES } from '../../src/domain.ts'
 
 const user = (content: string): Message => ({ role: 'user', content })
 const assistant = (content: string): Message => ({ role: 'assistant', content })
@@ -26,7 +27,7 @@ function contractViolations(insight: InsightFields): string[] {
   if (insight.topics.length > 10) problems.push(`${insight.topics.length} topics`)
   if (!insight.topics.every((topic) => topic.length > 0 && topic === topic.toLowerCase())) problems.push('a topic is empty or not lower-case')
   if (new Set(insight.topics).size !== insight.topics.length) problems.push('duplicate topics')
-  if (!(LOCAL_INTENTS as readonly string[]).includes(insight.intent)) problems.push(`intent ${insight.intent} not in the set`)
+  if (!(INTENTS as readonly string[]).includes(insight.intent)) problems.push(`intent ${insight.intent} not in the set`)
   if (!URGENCIES.includes(insight.urgency)) problems.push(`urgency ${insight.urgency} not in the enum`)
   if (insight.summary.length === 0 || insight.summary.length > 280) problems.push(`summary of ${insight.summary.length} characters`)
   if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(insight.summary)) problems.push('lone surrogate in summary')

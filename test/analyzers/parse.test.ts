@@ -125,14 +125,38 @@ t.test('enum values are matched case-insensitively', async (t) => {
   t.equal(r.byIndex.get(0)?.urgency, 'low')
 })
 
-t.test('scores are clamped to [-1, 1]; numeric strings are accepted', async (t) => {
+t.test('scores are clamped to [-1, 1] and into their label\'s band; numeric strings are accepted', async (t) => {
   const r = parseInsightsAnswer(
-    wrapped(item(0, { sentiment_score: 3 }), item(1, { sentiment_score: -7.5 }), item(2, { sentiment_score: '0.25' })),
-    3
+    wrapped(
+      item(0, { sentiment: 'positive', sentiment_score: 3 }),
+      item(1, { sentiment_score: -7.5 }),
+      item(2, { sentiment: 'neutral', sentiment_score: '0.25' }),
+      item(3, { sentiment: 'positive', sentiment_score: -0.6 }),
+      item(4, { sentiment: 'negative', sentiment_score: 0.7 }),
+      item(5, { sentiment: 'neutral', sentiment_score: -0.9 })
+    ),
+    6
   )
   t.equal(r.byIndex.get(0)?.sentiment_score, 1)
   t.equal(r.byIndex.get(1)?.sentiment_score, -1)
   t.equal(r.byIndex.get(2)?.sentiment_score, 0.25)
+  t.equal(r.byIndex.get(3)?.sentiment_score, 0.05, 'a positive label never carries a negative score')
+  t.equal(r.byIndex.get(4)?.sentiment_score, -0.05, 'a negative label never carries a positive score')
+  t.equal(r.byIndex.get(5)?.sentiment_score, -0.35, 'neutral stays near zero')
+  t.equal(r.byIndex.get(3)?.sentiment, 'positive', 'the label is the decision; only the score moves')
+})
+
+t.test('intents are mapped onto the taxonomy: case, spacing, synonyms, anything else other', async (t) => {
+  const intent = (label: unknown) => validateInsight(item(0, { intent: label }))?.intent
+  t.equal(intent('Refund Request'), 'refund_request')
+  t.equal(intent('bug-report'), 'bug_report')
+  t.equal(intent('  ACCOUNT_HELP '), 'account_help')
+  t.equal(intent('request_refund'), 'refund_request')
+  t.equal(intent('login issue'), 'account_help')
+  t.equal(intent('billing inquiry'), 'other')
+  t.equal(intent('Y'.repeat(500)), 'other', 'a long invented label is other, not stored')
+  t.equal(validateInsight(item(0, { intent: '' })), null, 'an empty intent is not guessed')
+  t.equal(validateInsight(item(0, { intent: 7 })), null, 'a non-string intent is not guessed')
 })
 
 t.test('topics are lower-cased, trimmed, deduplicated and capped at 10', async (t) => {
@@ -144,11 +168,10 @@ t.test('topics are lower-cased, trimmed, deduplicated and capped at 10', async (
 })
 
 t.test('long strings are trimmed to sane lengths', async (t) => {
-  const insight = validateInsight(item(0, { summary: 'x'.repeat(5_000), intent: 'Y'.repeat(500) }))
+  const insight = validateInsight(item(0, { summary: 'x'.repeat(5_000), topics: ['z'.repeat(500)] }))
   t.ok(insight)
   t.ok(insight!.summary.length <= 1_000)
-  t.ok(insight!.intent.length <= 80)
-  t.equal(insight!.intent, insight!.intent.toLowerCase())
+  t.ok(insight!.topics[0]!.length <= 40)
 })
 
 t.test('language defaults to und and keeps the ISO 639-1 part of a tag', async (t) => {

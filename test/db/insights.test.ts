@@ -2,10 +2,10 @@
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import type { Sentiment, Urgency } from '../../src/analyzers/analyzer.ts'
 import { openDatabase } from '../../src/db/client.ts'
 import { conversationsRepository } from '../../src/db/conversations.ts'
 import { type Cursor, type InsightFilters, type InsightRow, insightsRepository, type NewInsight } from '../../src/db/insights.ts'
+import type { Intent, Sentiment, Urgency } from '../../src/domain.ts'
 import { sha256 } from '../../src/pipeline/normalize.ts'
 import { backendEnv, backends, testConfig } from '../helper.ts'
 
@@ -36,7 +36,7 @@ interface Spec {
   sentiment: Sentiment
   score: number
   urgency: Urgency
-  intent: string
+  intent: Intent
   topics: string[]
   day: string
 }
@@ -46,7 +46,7 @@ const SPECS: Spec[] = [
   { source: 'email', sentiment: 'positive', score: 0.9, urgency: 'low', intent: 'praise', topics: ['support'], day: '2026-01-01' },
   { source: 'email', sentiment: 'neutral', score: 0, urgency: 'low', intent: 'question', topics: ['shipping', 'billing'], day: '2026-01-02' },
   { source: 'web-chat', sentiment: 'mixed', score: 0.1, urgency: 'medium', intent: 'question', topics: ['shipping'], day: '2026-01-02' },
-  { source: 'phone', sentiment: 'negative', score: -1, urgency: 'high', intent: 'cancel', topics: [], day: '2026-01-02' },
+  { source: 'phone', sentiment: 'negative', score: -1, urgency: 'high', intent: 'cancellation', topics: [], day: '2026-01-02' },
   { source: 'phone', sentiment: 'positive', score: 0.5, urgency: 'low', intent: 'praise', topics: ['support', 'app'], day: '2026-01-03' },
   { source: 'web-chat', sentiment: 'negative', score: -0.6, urgency: 'high', intent: 'bug_report', topics: ['app', 'login'], day: '2026-01-03' },
   { source: 'email', sentiment: 'neutral', score: 0.2, urgency: 'medium', intent: 'question', topics: ['billing'], day: '2026-01-03' }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { Message } from '../../src/analyzers/analyzer.ts'
+import type { Message } from '../../src/domain.ts'
 import { cacheKey, normalizeText, sha256, storableJson, storableText, textHash } from '../../src/pipeline/normalize.ts'
 
 const transcript: Message[] = [

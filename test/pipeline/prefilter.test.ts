@@ -1,6 +1,6 @@
 import t from 'tap'
-import type { Message } from '../../src/analyzers/analyzer.ts'
 import { loadConfig } from '../../src/config.ts'
+import type { Message } from '../../src/domain.ts'
 import { type PrefilterOptions, prefilter, prefilterOptionsFrom } from '../../src/pipeline/prefilter.ts'
 
 const defaults = prefilterOptionsFrom(loadConfig({}))
