@@ -1,5 +1,5 @@
 // The analysis cache table: insights keyed by normalized text, analyzer and prompt version.
-import { and, gt, inArray, lt, sql } from 'drizzle-orm'
+import { and, gt, inArray, sql } from 'drizzle-orm'
 import type { InsightFields } from '../domain.ts'
 import type { Database } from './client.ts'
 import { analysisCache } from './schema.ts'

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import type { Message } from '../domain.ts'
 
 const ANALYSED_ROLES = new Set(['user', 'assistant', 'agent'])
-const ASCII_RE = /^[\x00-\x7f]*$/
+const ASCII_RE = /^\p{ASCII}*$/u
 
 export function normalizeText(messages: Message[]): string {
   const lines: string[] = []
