@@ -5,8 +5,9 @@
 // capture it (`KEY=$(npm run -s keys -- create ... | tail -n1)`).
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from './config.ts'
-import { apiKeysRepository, SCOPES, type Scope, TIERS, type Tier } from './db/api-keys.ts'
+import { apiKeysRepository } from './db/api-keys.ts'
 import { openDatabase } from './db/client.ts'
+import { SCOPES, type Scope, TIERS, type Tier } from './domain.ts'
 import { createLogger } from './logger.ts'
 
 const usage = `usage:

@@ -50,19 +50,31 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max']
 }
 
-const SENTIMENTS = ['positive', 'neutral', 'negative', 'mixed']
-const URGENCIES = ['low', 'medium', 'high']
 const TOPICS = ['billing', 'invoice', 'login', 'shipping', 'refund', 'bug', 'feature', 'cancellation']
 const SOURCES = ['web-chat', 'email', 'zendesk', 'intercom', 'mobile-app']
-const CONVERSATION_STATUSES = ['pending', 'processing', 'analyzed', 'skipped', 'failed']
 
 const pick = (arr) => arr[Math.floor(Math.random() * arr.length)]
 
+/**
+ * The service's own labels (sentiments, urgencies, statuses) from its OpenAPI document,
+ * which is generated from the one domain module: this script keeps no copy to drift.
+ */
+export function vocabulary() {
+  const res = http.get(`${BASE_URL}/docs/json`, { tags: { name: 'setup' } })
+  const doc = json(res)
+  const query = doc?.paths?.['/api/v1/insights']?.get?.parameters ?? []
+  const enumOf = (name) => query.find((p) => p.name === name)?.schema?.enum ?? []
+  const conversation = doc?.paths?.['/api/v1/conversations/{id}']?.get?.responses?.['200']?.content?.['application/json']?.schema
+  const v = { sentiments: enumOf('sentiment'), urgencies: enumOf('urgency'), statuses: conversation?.properties?.status?.enum ?? [] }
+  if (!v.sentiments.length || !v.urgencies.length || !v.statuses.length) throw new Error(`no vocabulary in ${BASE_URL}/docs/json (${res.status})`)
+  return v
+}
+
 /** A random AND of filters, as an analyst's dashboard would send; sometimes none. */
-export function randomFilters() {
+export function randomFilters(vocab) {
   const f = {}
-  if (Math.random() < 0.4) f.sentiment = pick(SENTIMENTS)
-  if (Math.random() < 0.3) f.urgency = pick(URGENCIES)
+  if (Math.random() < 0.4) f.sentiment = pick(vocab.sentiments)
+  if (Math.random() < 0.3) f.urgency = pick(vocab.urgencies)
   if (Math.random() < 0.3) f.topic = pick(TOPICS)
   if (Math.random() < 0.2) f.source = pick(SOURCES)
   if (Math.random() < 0.5) f.since = new Date(Date.now() - (1 + Math.floor(Math.random() * 7)) * 864e5).toISOString()
@@ -110,14 +122,14 @@ export function setup() {
   const runId = __ENV.RUN_ID || `k6-${Date.now().toString(36)}`
   const ids = collectConversationIds(runId)
   if (ids.length === 0) console.warn('no conversation ids found or seeded: the lookup scenario will do nothing')
-  return { runId, ids }
+  return { runId, ids, vocabulary: vocabulary() }
 }
 
 const isNewestFirst = (items) => items.every((x, i) => i === 0 || Date.parse(items[i - 1].created_at) >= Date.parse(x.created_at))
 
 /** GET /api/v1/insights with filters, then up to MAX_PAGES pages through next_cursor. */
-export function browseInsights() {
-  const filters = randomFilters()
+export function browseInsights(data) {
+  const filters = randomFilters(data.vocabulary)
   const limit = pick([20, 50, 100])
   let cursor = null
   for (let page = 0; page < MAX_PAGES; page++) {
@@ -151,8 +163,8 @@ export function browseInsights() {
 }
 
 /** GET /api/v1/insights/summary with the same kind of filters (no limit or cursor). */
-export function readSummary() {
-  const res = http.get(`${BASE_URL}/api/v1/insights/summary?${query(randomFilters())}`, {
+export function readSummary(data) {
+  const res = http.get(`${BASE_URL}/api/v1/insights/summary?${query(randomFilters(data.vocabulary))}`, {
     headers: headers(),
     tags: { name: 'GET /api/v1/insights/summary' }
   })
@@ -182,7 +194,7 @@ export function readConversation(data) {
     'conversation: shape': () =>
       body.id === id &&
       Array.isArray(body.messages) &&
-      CONVERSATION_STATUSES.includes(body.status) &&
+      data.vocabulary.statuses.includes(body.status) &&
       (body.insight === null || typeof body.insight === 'object')
   })
 }

@@ -64,7 +64,7 @@ export function insightsRepository(database: Database) {
       return db.transaction(async (tx) => {
         const inserted = await tx
           .insert(insights)
-          .values(items.map(({ sentiment_score, ...i }) => ({ ...i, sentimentScore: sentiment_score, createdAt: now })))
+          .values(items.map((i) => ({ ...i, createdAt: now })))
           .onConflictDoNothing()
           .returning({ id: insights.conversationId })
         const ids = items.map((i) => i.conversationId)
@@ -118,13 +118,14 @@ export function insightsRepository(database: Database) {
         ),
         q<{ day: string; n: number; avg: number | string | null }>(
           sql`SELECT to_char(${insights.createdAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)::int AS n,
-                avg(${insights.sentimentScore})::float8 AS avg
+                avg(${insights.sentiment_score})::float8 AS avg
               FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 1`
         )
       ])
-      const tally = (rows: { k: string; n: number }[], keys: readonly string[]) => {
-        const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]))
-        for (const r of rows) out[r.k] = Number(r.n)
+      // every label of the domain, zero where no insight has it
+      const tally = <K extends string>(rows: { k: string; n: number }[], keys: readonly K[]) => {
+        const out = Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>
+        for (const r of rows) if ((keys as readonly string[]).includes(r.k)) out[r.k as K] = Number(r.n)
         return out
       }
       return {

@@ -10,7 +10,7 @@ import type { ClaimedConversation, ConversationsRepository } from '../db/convers
 import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { InsightsRepository, NewInsight } from '../db/insights.ts'
 import type { UsageRepository } from '../db/usage.ts'
-import type { InsightFields } from '../domain.ts'
+import type { BacklogStatus, InsightFields } from '../domain.ts'
 import type { Metrics } from '../metrics.ts'
 import type { AdaptiveBatchSize } from './batch-size.ts'
 import type { CircuitBreaker } from './breaker.ts'
@@ -39,14 +39,15 @@ export interface WorkerDeps {
 // hourly is plenty: an expired row is already ignored by look-ups, only its space waits
 const CACHE_PURGE_EVERY_MS = 3_600_000
 
-export type PauseReason = 'circuit_open' | 'budget_exhausted' | 'database_unavailable'
+export const PAUSE_REASONS = ['circuit_open', 'budget_exhausted', 'database_unavailable'] as const
+export type PauseReason = (typeof PAUSE_REASONS)[number]
 
 export interface WorkerStatus {
   running: boolean
   paused: PauseReason | null
   stuck: boolean
   last_progress_at: string
-  backlog: { pending: number; processing: number; failed: number }
+  backlog: Record<BacklogStatus, number>
 }
 
 /** Emits 'stored' with the ids of insights this process stored (the live stream listens). */
@@ -61,7 +62,7 @@ export class Worker extends EventEmitter {
   private lastCachePurgeAt = Date.now()
   private lastProgressAt = Date.now()
   private batchSeq = 0
-  private backlog = { pending: 0, processing: 0, failed: 0 }
+  private backlog: Record<BacklogStatus, number> = { pending: 0, processing: 0, failed: 0 }
   private pausedFor: PauseReason | null = null
   private readonly owner: string
   private readonly log: Logger

@@ -4,7 +4,7 @@
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
-import type { Tier } from '../db/api-keys.ts'
+import type { Tier } from '../domain.ts'
 import { AppError } from '../errors.ts'
 
 export interface Quotas {

@@ -7,7 +7,7 @@ import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Config } from '../config.ts'
-import type { Tier } from '../db/api-keys.ts'
+import type { Tier } from '../domain.ts'
 import { AppError } from '../errors.ts'
 
 export function tierLimit(config: Config, tier: Tier | null, kind: 'ingest' | 'read'): number {

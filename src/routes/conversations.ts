@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Config } from '../config.ts'
 import type { NewConversation } from '../db/conversations.ts'
 import { GroupInserter } from '../db/group-insert.ts'
-import type { Message } from '../domain.ts'
+import type { ConversationStatus, Message } from '../domain.ts'
 import { AppError, notFound, validationFailed } from '../errors.ts'
 import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
 import { prefilter } from '../pipeline/prefilter.ts'
@@ -145,7 +145,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       const results: {
         index: number
         id?: string
-        status?: 'pending' | 'processing' | 'analyzed' | 'skipped' | 'failed'
+        status?: ConversationStatus
         duplicate?: boolean
         error?: { code: string; message: string; details?: unknown }
       }[] = new Array(items.length)
