@@ -105,7 +105,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     analysisFailures: new client.Counter({
       name: 'gleaner_analysis_failures_total',
-      help: 'Failed analysis attempts, by reason',
+      help: 'Failed analysis attempts, by reason: a failed batch counts once, a conversation failing alone once each; dead_letter when one runs out of attempts',
       labelNames: ['reason'] as const,
       registers: r
     }),
@@ -117,7 +117,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     workerPaused: new client.Gauge({
       name: 'gleaner_worker_paused',
-      help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted)',
+      help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted, database_unavailable)',
       labelNames: ['reason'] as const,
       registers: r
     }),

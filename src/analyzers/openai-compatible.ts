@@ -12,6 +12,7 @@ import {
   type AnalysisInput,
   type Analyzer,
   type BatchResult,
+  type ItemFailureReason,
   type ItemResult,
   ModelCallError,
   type ModelFailureKind,
@@ -141,12 +142,12 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
     const maxTokens = config.MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION
     const entries: Entry[] = items.map((item, pos) => ({ pos, item, weight: renderConversation(0, item, maxTokens).length }))
     const insights: Array<InsightFields | undefined> = new Array(items.length)
-    const failures: Array<{ error: string; retryable: boolean } | undefined> = new Array(items.length)
+    const failures: Array<{ error: string; retryable: boolean; reason: ItemFailureReason } | undefined> = new Array(items.length)
     const itemTokens: TokenUsage[] = items.map(() => ({ input: 0, output: 0 }))
     const usage = { input: 0, output: 0, calls: 0 }
 
-    const fail = (group: Entry[], error: string, retryable = true) => {
-      for (const e of group) if (!insights[e.pos]) failures[e.pos] = { error, retryable }
+    const fail = (group: Entry[], error: string, reason: ItemFailureReason, retryable = true) => {
+      for (const e of group) if (!insights[e.pos]) failures[e.pos] = { error, retryable, reason }
     }
 
     /**
@@ -256,7 +257,7 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
      */
     async function resolveLeftovers(group: Entry[], depth: number): Promise<void> {
       if (group.length === 0) return
-      if (depth > MAX_SPLIT_DEPTH) return fail(group, 'the model gave no valid insight for this conversation')
+      if (depth > MAX_SPLIT_DEPTH) return fail(group, 'the model gave no valid insight for this conversation', 'invalid_output')
       const parts = group.length <= ASK_ALONE_AT_MOST ? group.map((e) => [e]) : halves(group)
       const next: Entry[][] = []
       let anyParsed = false
@@ -266,10 +267,10 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
           outcome = await callModel(part, false)
         } catch (err) {
           if (!(err instanceof ModelCallError)) throw err
-          fail(part, err.message, err.kind !== 'rejected')
+          fail(part, err.message, err.kind, err.kind !== 'rejected')
           // An outage or rate limit will not spare the next part; a refused part might be alone in that.
           if (err.kind !== 'rejected') {
-            for (const later of parts.slice(i + 1)) fail(later, err.message)
+            for (const later of parts.slice(i + 1)) fail(later, err.message, err.kind)
             return
           }
           continue
@@ -278,17 +279,17 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
           anyParsed = true
           const rest = accept(part, outcome.parsed)
           if (rest.length === 0) continue
-          if (part.length === 1) fail(rest, 'the model gave no valid insight for this conversation')
+          if (part.length === 1) fail(rest, 'the model gave no valid insight for this conversation', 'invalid_output')
           else next.push(rest)
         } else if (part.length === 1) {
-          fail(part, `the model answer could not be parsed: ${outcome.unparseable}`)
+          fail(part, `the model answer could not be parsed: ${outcome.unparseable}`, 'invalid_output')
         } else {
           next.push(part)
         }
       }
       // Every part unparseable means the model is broken, not one conversation: stop spending.
       if (!anyParsed) {
-        for (const part of next) fail(part, 'the model answer could not be parsed')
+        for (const part of next) fail(part, 'the model answer could not be parsed', 'invalid_output')
         return
       }
       for (const part of next) await resolveLeftovers(part, depth + 1)
@@ -309,7 +310,7 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
           const tokens = itemTokens[pos]!
           return { id: item.id, ok: true, insight, tokens, cost_usd: costOf(tokens) }
         }
-        const failure = failures[pos] ?? { error: 'the model gave no valid insight for this conversation', retryable: true }
+        const failure = failures[pos] ?? { error: 'the model gave no valid insight for this conversation', retryable: true, reason: 'invalid_output' as const }
         return { id: item.id, ok: false, ...failure }
       })
       return { results, usage: spent() }

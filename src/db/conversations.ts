@@ -156,19 +156,6 @@ export function conversationsRepository(database: Database) {
       return rows.sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime() || a.id.localeCompare(b.id))
     },
 
-    async markSkipped(items: { id: string; reason: string }[], owner: string): Promise<void> {
-      if (items.length === 0) return
-      // one statement for the batch, not one per row
-      await database.raw(
-        `UPDATE conversations c SET status = 'skipped', skip_reason = v.reason, lease_owner = NULL, lease_expires_at = NULL,
-           updated_at = date_trunc('milliseconds', now())
-         FROM unnest($1::uuid[], $2::text[]) AS v(id, reason)
-         WHERE c.id = v.id AND c.status = 'processing' AND c.lease_owner = $3`,
-        [items.map((i) => i.id), items.map((i) => i.reason), owner],
-        'gleaner_mark_skipped'
-      )
-    },
-
     /**
      * A failed attempt: back to pending after a back-off, or failed (a dead letter) once the
      * attempts are used up. Only rows this owner still holds are touched: a lease that

@@ -223,21 +223,6 @@ for (const backend of backends()) {
       t.same(await repo.claimOldest(10, 'w3', 60), [], 'not claimable before the delay')
     })
 
-    t.test('markSkipped records the reason only for rows this owner holds', async (t) => {
-      const [a, b] = await insertPending(2)
-      await repo.claimByIds([a!], 'w1', 60)
-      await repo.claimByIds([b!], 'w2', 60)
-      await repo.markSkipped(
-        [
-          { id: a!, reason: 'boilerplate_only' },
-          { id: b!, reason: 'boilerplate_only' }
-        ],
-        'w1'
-      )
-      t.match(await get(a!), { status: 'skipped', skipReason: 'boilerplate_only', leaseOwner: null })
-      t.match(await get(b!), { status: 'processing', skipReason: null })
-    })
-
     t.test('reclaimExpired requeues expired leases, fails those out of attempts, and leaves live leases', async (t) => {
       const [retry, spent, live] = await insertPending(3)
       await repo.claimByIds([retry!, spent!, live!], 'w1', 300)

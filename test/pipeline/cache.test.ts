@@ -4,8 +4,9 @@ import pino from 'pino'
 import t from 'tap'
 import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
 import { openDatabase } from '../../src/db/client.ts'
+import type { ClaimedConversation } from '../../src/db/conversations.ts'
 import type { InsightFields } from '../../src/domain.ts'
-import { AnalysisCache } from '../../src/pipeline/cache.ts'
+import { AnalysisCache, planFromCache } from '../../src/pipeline/cache.ts'
 import { cacheKey, sha256 } from '../../src/pipeline/normalize.ts'
 import { backendEnv, backends, testConfig } from '../helper.ts'
 
@@ -150,6 +151,49 @@ for (const backend of backends()) {
       await c.lookup([b.key])
       await cache().lookup([b.key]).then(async () => c.flushHits())
       t.equal((await row(b.key))!.hits, 2, 'only this cache’s hits are flushed by it')
+    })
+
+    t.test('planFromCache: hits are served, each unknown text is analysed once, its twins follow it', async (t) => {
+      const known = entry('known')
+      const c = cache()
+      await c.store([known])
+      const row = (id: string, key: string): ClaimedConversation => ({
+        id,
+        source: 'web-chat',
+        messages: [{ role: 'user', content: key }],
+        textHash: key,
+        receivedAt: new Date(),
+        attempts: 1
+      })
+      const fresh = entry().key
+      const other = entry().key
+      const rows = [row('a', fresh), row('b', known.key), row('c', fresh), row('d', other), row('e', known.key), row('f', fresh)]
+      const plan = await planFromCache(c, rows, (r) => r.textHash)
+      t.same(
+        plan.hits.map((h) => h.row.id),
+        ['b', 'e'],
+        'both conversations of the cached text are hits'
+      )
+      t.same(plan.hits[0]?.insight, known.insight)
+      t.same(
+        plan.leaders.map((r) => r.id),
+        ['a', 'd'],
+        'the first of each unknown text leads'
+      )
+      t.same(
+        plan.followers.map((r) => r.id),
+        ['c', 'f'],
+        'its twins follow'
+      )
+      t.equal(plan.keyOf.get('f'), fresh)
+    })
+
+    t.test('planFromCache of a batch the cache knows nothing of: every distinct text leads', async (t) => {
+      const rows = [entry().key, entry().key].map(
+        (key, i): ClaimedConversation => ({ id: `r${i}`, source: 's', messages: [], textHash: key, receivedAt: new Date(), attempts: 1 })
+      )
+      const plan = await planFromCache(cache(), rows, (r) => r.textHash)
+      t.same([plan.hits.length, plan.leaders.length, plan.followers.length], [0, 2, 0])
     })
 
     t.test('purgeExpired deletes expired rows only', async (t) => {
