@@ -18,6 +18,12 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: 'extra comma-separated log paths to redact (PII), on top of authorization headers and keys'
   }),
+  PLUGIN_TIMEOUT_MS: Int(
+    0,
+    0,
+    3_600_000,
+    'how long one start-up step (opening the database, migrating) may take before the start fails; 0 = no limit, so a slow machine or a small container starts however slowly (Fastify\'s 10 s default failed cold starts of PGlite on a busy 2-core machine); a slow step says so in the log every 10 s'
+  ),
   INSTANCE_ID: Type.String({
     default: `${hostname()}-${process.pid}`,
     minLength: 1,

@@ -61,7 +61,7 @@ export function insightsRepository(database: Database) {
       if (items.length === 0) return { stored: [] }
       // ms precision (JS Date) so a cursor built from a row compares exactly with it
       const now = new Date()
-      return db.transaction(async (tx) => {
+      return database.transaction(async (tx) => {
         const inserted = await tx
           .insert(insights)
           .values(items.map((i) => ({ ...i, createdAt: now })))

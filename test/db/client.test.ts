@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import { type Database, lockDataDir, openDatabase } from '../../src/db/client.ts'
+import { type Database, openDatabase } from '../../src/db/client.ts'
+import { lockDataDir } from '../../src/db/data-dir-lock.ts'
 import { backendEnv, backends, freshPostgresUrl, tempDir, testConfig, waitFor } from '../helper.ts'
 
 const logger = pino({ level: 'silent' })
