@@ -154,14 +154,13 @@ t.test("ingest's prefilter verdict is final: a pending row the prefilter would s
 t.test('an item failing alone is counted under its real cause', async (t) => {
   const fake = await startFakeModelServer({ partial: 1 })
   t.teardown(() => fake.close())
-  // the first answer drops the last conversation; the call re-asking for it alone then hangs
-  fake.events.once('answer', () => fake.setBehaviour({ hang: true }))
+  // the first answer drops the last conversation; the call re-asking for it alone then fails
+  fake.events.once('answer', () => fake.setBehaviour({ failNext: 1 }))
   const app = await buildTestApp(t, {
     DATA_DIR: 'memory://',
     MODEL_PROVIDER: 'openai-compatible',
     MODEL_BASE_URL: fake.url,
     MODEL_NAME: 'fake-1',
-    MODEL_TIMEOUT_MS: '300',
     MODEL_MAX_RETRIES: '0',
     MAX_ATTEMPTS: '1', // one failure makes a dead letter: nothing retries while we look
     WORKER_ENABLED: 'false'
@@ -173,13 +172,13 @@ t.test('an item failing alone is counted under its real cause', async (t) => {
     const r = await app.repos.conversations.getById(ids[1]!)
     return r?.status === 'failed' && r
   })
-  t.match(failed.lastError, /no answer within 300 ms/)
+  t.match(failed.lastError, /model endpoint answered 500/)
   t.equal((await app.repos.conversations.getById(ids[0]!))?.status, 'analyzed', 'the rest of the batch went through')
   const metric = await app.metrics.analysisFailures.get()
   t.same(
     Object.fromEntries(metric.values.map((v) => [v.labels.reason, v.value])),
-    { timeout: 1, dead_letter: 1 },
-    'counted as a timeout, not as invalid output'
+    { error: 1, dead_letter: 1 },
+    'counted as the failed call it was, not as invalid output'
   )
 })
 
