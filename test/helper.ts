@@ -3,10 +3,14 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
-import pino from 'pino'
+import pino, { type Logger } from 'pino'
 import { type AppDeps, buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config.ts'
+import { type Database, migrated } from '../src/db/client.ts'
+import { migratePglite } from '../src/db/migrate.ts'
+import { pgliteBackend } from '../src/db/pglite.ts'
 
 type T = { teardown(fn: () => unknown): void }
 
@@ -62,8 +66,38 @@ export function testConfig(env: Record<string, string | undefined>) {
   return loadConfig({ ...FAST, ...env })
 }
 
+let pgliteImage: Promise<Blob> | undefined
+/**
+ * A migrated, empty PGlite database as an image, made once per test process. A fresh
+ * in-memory PGlite runs initdb, which takes 5 to 15 s on a busy 2-core machine; one loaded
+ * from this image is ready in about one. Same schema, same migrations table: the app's
+ * own migrate step still runs on it and finds nothing to do.
+ */
+function migratedPgliteImage(): Promise<Blob> {
+  pgliteImage ??= (async () => {
+    const db = await PGlite.create('memory://')
+    await migratePglite(db)
+    const image = await db.dumpDataDir('none')
+    await db.close()
+    return image
+  })()
+  return pgliteImage
+}
+
+/** An empty in-memory database, migrated, from the shared image (see above). */
+export async function openMemoryDatabase(logger: Logger = pino({ level: 'silent' })): Promise<Database> {
+  const client = await PGlite.create('memory://', { loadDataDir: await migratedPgliteImage() })
+  return migrated(await pgliteBackend(client, 'memory:// (test image)'), logger)
+}
+
 export async function buildTestApp(t: T, env: Record<string, string | undefined>, deps: AppDeps = {}) {
-  const app = await buildApp(testConfig(env), { logger: pino({ level: 'silent' }), ...deps })
+  const config = testConfig(env)
+  const fromImage = !config.DATABASE_URL && config.DATA_DIR === 'memory://' && !deps.database && !deps.openDatabase
+  const app = await buildApp(config, {
+    logger: pino({ level: 'silent' }),
+    ...(fromImage ? { openDatabase: (_config, logger) => openMemoryDatabase(logger) } : {}),
+    ...deps
+  })
   t.teardown(() => app.close())
   return app
 }

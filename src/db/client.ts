@@ -50,6 +50,12 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
     : await startupStep(log, `opening the embedded database (PGlite) in ${config.DATA_DIR}`, async () =>
         (await import('./pglite.ts')).openPglite(config)
       )
+  return migrated(opened, logger)
+}
+
+/** Applies the migrations to an opened back end; closes it if they fail. */
+export async function migrated(opened: OpenedBackend, logger: Logger): Promise<Database> {
+  const log = logger.child({ module: 'database' })
   try {
     await startupStep(log, 'applying migrations', () => opened.migrate(log))
   } catch (err) {

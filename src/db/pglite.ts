@@ -1,6 +1,7 @@
 // The embedded back end: PGlite (PostgreSQL compiled to WASM) in DATA_DIR, one process at a
 // time (data-dir-lock.ts), or in memory for tests ("memory://").
 import { resolve } from 'node:path'
+import type { PGlite } from '@electric-sql/pglite'
 import type { Config } from '../config.ts'
 import type { Database, Db, Executor, OpenedBackend } from './client.ts'
 import { lockDataDir } from './data-dir-lock.ts'
@@ -9,18 +10,27 @@ import * as schema from './schema.ts'
 
 export async function openPglite(config: Config): Promise<OpenedBackend> {
   const { PGlite } = await import('@electric-sql/pglite')
-  const { drizzle } = await import('drizzle-orm/pglite')
   const inMemory = config.DATA_DIR.startsWith('memory://')
   const dataDir = inMemory ? config.DATA_DIR : resolve(config.DATA_DIR)
   // the lock comes first: a folder another process holds is not even opened
   const releaseLock = inMemory ? () => {} : lockDataDir(dataDir)
-  let client: InstanceType<typeof PGlite>
+  let client: PGlite
   try {
     client = await PGlite.create(dataDir)
   } catch (err) {
     releaseLock()
     throw err
   }
+  return pgliteBackend(client, inMemory ? dataDir : `pglite:${dataDir}`, releaseLock)
+}
+
+/**
+ * The Database over an already created PGlite. openPglite uses it; so do the tests, which
+ * create their in-memory databases from one migrated image instead of running initdb
+ * (seconds on a busy machine) for every app they build.
+ */
+export async function pgliteBackend(client: PGlite, describe: string, releaseLock: () => void = () => {}): Promise<OpenedBackend> {
+  const { drizzle } = await import('drizzle-orm/pglite')
   // PGlite runs one statement at a time, so drizzle's own transaction is safe here: there
   // is no pool to leak from.
   const drizzleDb = drizzle({ client, schema })
@@ -54,5 +64,5 @@ export async function openPglite(config: Config): Promise<OpenedBackend> {
       }
     }
   }
-  return { database, describe: inMemory ? dataDir : `pglite:${dataDir}`, migrate: () => migratePglite(client) }
+  return { database, describe, migrate: () => migratePglite(client) }
 }

@@ -8,7 +8,6 @@ import t from 'tap'
 import { startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
 import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
-import { openDatabase } from '../../src/db/client.ts'
 import { type ConversationsRepository, conversationsRepository } from '../../src/db/conversations.ts'
 import { insightsRepository } from '../../src/db/insights.ts'
 import { usageRepository } from '../../src/db/usage.ts'
@@ -20,7 +19,7 @@ import { AnalysisCache } from '../../src/pipeline/cache.ts'
 import { textHash } from '../../src/pipeline/normalize.ts'
 import { WorkQueue } from '../../src/pipeline/queue.ts'
 import { Worker } from '../../src/pipeline/worker.ts'
-import { backendEnv, backends, buildTestApp, conversation, testConfig, waitFor } from '../helper.ts'
+import { backendEnv, backends, buildTestApp, conversation, openMemoryDatabase, testConfig, waitFor } from '../helper.ts'
 
 type T = { teardown(fn: () => unknown): void }
 
@@ -36,7 +35,7 @@ async function handBuiltWorker(
   } = {}
 ) {
   const config = testConfig({ DATA_DIR: 'memory://', INSTANCE_ID: 'hand-built' })
-  const database = await openDatabase(config, pino({ level: 'silent' }))
+  const database = await openMemoryDatabase()
   t.teardown(() => database.close())
   const real = conversationsRepository(database)
   const conversations = opts.conversations ? opts.conversations(real) : real
