@@ -23,6 +23,7 @@ import adminRoutes from './routes/admin.ts'
 import conversationsRoutes from './routes/conversations.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
+import keysRoutes from './routes/keys.ts'
 import streamRoutes from './routes/stream.ts'
 import { createBodyAjv, createQueryAjv } from './validation.ts'
 
@@ -109,6 +110,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(insightsRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
+  await app.register(keysRoutes)
 
   await app.ready()
   return app

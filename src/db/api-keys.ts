@@ -30,11 +30,12 @@ export function quotaPeriods(now = new Date()) {
 export function apiKeysRepository(database: Database) {
   const { db } = database
   return {
-    async create(input: { name: string; scopes: Scope[]; tier: Tier }): Promise<{ key: string; record: ApiKey }> {
+    async create(input: { name: string; scopes: Scope[]; tier: Tier }): Promise<{ key: string; record: ApiKey; createdAt: Date }> {
       const key = generateKey()
       const record = { id: uuidv7(), name: input.name, prefix: key.slice(0, 12), scopes: input.scopes, tier: input.tier }
-      await db.insert(apiKeys).values({ ...record, keyHash: hashKey(key) })
-      return { key, record }
+      const createdAt = new Date()
+      await db.insert(apiKeys).values({ ...record, keyHash: hashKey(key), createdAt })
+      return { key, record, createdAt }
     },
 
     /** Equality on the hash: the database never compares secrets, so timing tells nothing. */
