@@ -26,7 +26,12 @@ t.test('a bad value stops the start with a message naming the variable', async (
   t.throws(() => loadConfig({ BATCH_MIN: '50', BATCH_MAX: '10' }), /BATCH_MIN/)
   t.throws(() => loadConfig({ MODEL_PROVIDER: 'openai-compatible' }), /MODEL_BASE_URL/)
   t.throws(() => loadConfig({ MODEL_PRICES: 'nonsense' }), { name: 'ConfigError', message: /MODEL_PRICES/ })
-  t.ok(new ConfigError('x') instanceof Error)
+})
+
+t.test('every invalid configuration throws a ConfigError, which the server turns into exit code 78', async (t) => {
+  for (const env of [{ PORT: 'eighty' }, { PORT: '70000' }, { AUTH: 'maybe' }, { BATCH_MIN: '50', BATCH_MAX: '10' }, { MODEL_PROVIDER: 'openai-compatible' }]) {
+    t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))
+  }
 })
 
 t.test('model prices parse per model', async (t) => {

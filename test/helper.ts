@@ -47,10 +47,21 @@ export function tempDir(t: T, prefix = 'gleaner-test-'): string {
   return dir
 }
 
-/** Environment that puts an app on the given back end (a fresh database each call). */
+/**
+ * Environment that puts an app on the given back end (a fresh database each call). A given
+ * PGlite folder is seeded from the migrated image (see below), so its first open is a
+ * reopen, not an initdb; test/db/client.test.ts covers opening a new folder for real.
+ */
 export async function backendEnv(t: T, backend: BackendName, opts: { dataDir?: string } = {}): Promise<Record<string, string>> {
   if (backend === 'postgres') return { DATABASE_URL: await freshPostgresUrl(t) }
+  if (opts.dataDir) await seedDataDir(opts.dataDir)
   return { DATA_DIR: opts.dataDir ?? 'memory://' }
+}
+
+/** Writes the migrated, empty database image into `dir`, a folder nobody has opened yet. */
+export async function seedDataDir(dir: string): Promise<void> {
+  const db = await PGlite.create(dir, { loadDataDir: await migratedPgliteImage() })
+  await db.close()
 }
 
 /** Quick timings so tests do not wait on production-sized intervals. */

@@ -48,11 +48,24 @@ export class AnalysisCache {
   private readonly lru: LRUCache<string, InsightFields> | null
   private pendingHits = new Map<string, number>()
 
+  private readonly now: () => number
+
   constructor(
     private readonly repo: AnalysisCacheRepository,
-    private readonly opts: { ttlSeconds: number; lruSize: number }
+    private readonly opts: { ttlSeconds: number; lruSize: number; /** ms since the epoch; injectable for tests */ now?: () => number }
   ) {
-    this.lru = opts.lruSize > 0 && opts.ttlSeconds > 0 ? new LRUCache({ max: opts.lruSize, ttl: opts.ttlSeconds * 1000 }) : null
+    this.now = opts.now ?? Date.now
+    this.lru =
+      opts.lruSize > 0 && opts.ttlSeconds > 0
+        ? new LRUCache({
+            max: opts.lruSize,
+            ttl: opts.ttlSeconds * 1000,
+            perf: { now: this.now },
+            // read the clock on every look-up: the cache is read once per batch, so lru-cache's
+            // 1 ms debounce (a timer per read) buys nothing, and an injected clock stays exact
+            ttlResolution: 0
+          })
+        : null
   }
 
   get enabled() {
@@ -72,7 +85,7 @@ export class AnalysisCache {
       for (const [k, v] of await this.repo.getMany(misses)) {
         found.set(k, v.insight)
         // never keep an entry in memory past the row's own expiry
-        const ttl = v.expiresAt.getTime() - Date.now()
+        const ttl = v.expiresAt.getTime() - this.now()
         if (ttl > 0) this.lru?.set(k, v.insight, { ttl })
       }
     }
