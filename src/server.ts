@@ -41,6 +41,9 @@ if (config.AUTH === 'on' && (await app.repos.apiKeys.count()) === 0) {
 }
 
 const address = await app.listen({ port: config.PORT, host: config.HOST })
+// A parent that started this process with an IPC channel (the bench, with PORT=0) learns
+// the address from the process itself, so it can never mistake another server for it.
+process.send?.({ type: 'listening', url: address, pid: process.pid, instance_id: config.INSTANCE_ID })
 
 if (firstKey) {
   process.stdout.write(
