@@ -1,6 +1,7 @@
 // Every metric Gleaner exports, defined once on a Registry per app instance (tests build
 // many apps in one process; a global registry would collide). Names and labels are the
-// contract's (../shared/API.md); label values are bounded sets, never ids or raw URLs.
+// contract's (docs/api.md, kept in step by test/docs/api.test.ts); label values are bounded
+// sets, never ids or raw URLs.
 import client from 'prom-client'
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
