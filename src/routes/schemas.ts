@@ -111,8 +111,19 @@ export const SummaryOut = Type.Object({
   total: Type.Integer(),
   by_sentiment: Type.Record(Type.String(), Type.Integer()),
   by_urgency: Type.Record(Type.String(), Type.Integer()),
-  top_topics: Type.Array(Type.Object({ topic: Type.String(), count: Type.Integer() })),
-  by_day: Type.Array(Type.Object({ day: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() }))
+  top_topics: Type.Array(
+    Type.Object({
+      topic: Type.String(),
+      count: Type.Integer(),
+      previous_count: Type.Union([Type.Integer(), Type.Null()], {
+        description: 'with since: the count in the period of the same length just before it; null without since'
+      })
+    })
+  ),
+  by_day: Type.Array(Type.Object({ day: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() })),
+  by_source: Type.Array(Type.Object({ source: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() }), {
+    description: 'the busiest sources, most insights first'
+  })
 })
 
 export const HealthOut = Type.Object({
