@@ -21,6 +21,7 @@ import rateLimitPlugin from './plugins/rate-limit.ts'
 import securityPlugin from './plugins/security.ts'
 import adminRoutes from './routes/admin.ts'
 import conversationsRoutes from './routes/conversations.ts'
+import exportRoutes from './routes/export.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
 import streamRoutes from './routes/stream.ts'
@@ -103,6 +104,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(healthRoutes, { config, version: VERSION })
   await app.register(conversationsRoutes, { config })
   await app.register(insightsRoutes)
+  await app.register(exportRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
 

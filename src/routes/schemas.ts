@@ -102,6 +102,13 @@ export const InsightsQuery = Type.Object(
 )
 export const SummaryQuery = Type.Object(Filters, { additionalProperties: false })
 
+export const EXPORT_FORMATS = ['csv', 'ndjson'] as const
+export type ExportFormat = (typeof EXPORT_FORMATS)[number]
+export const ExportQuery = Type.Object(
+  { ...Filters, format: Type.Optional(lits(EXPORT_FORMATS)) },
+  { additionalProperties: false }
+)
+
 export const InsightsPage = Type.Object({
   items: Type.Array(InsightOut),
   next_cursor: Type.Union([Type.String(), Type.Null()])
