@@ -25,6 +25,7 @@ import exportRoutes from './routes/export.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
 import streamRoutes from './routes/stream.ts'
+import taxonomyRoutes from './routes/taxonomy.ts'
 import { createBodyAjv, createQueryAjv } from './validation.ts'
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
@@ -105,6 +106,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(conversationsRoutes, { config })
   await app.register(insightsRoutes)
   await app.register(exportRoutes)
+  await app.register(taxonomyRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
 
