@@ -20,6 +20,7 @@ import quotasPlugin from './plugins/quotas.ts'
 import rateLimitPlugin from './plugins/rate-limit.ts'
 import securityPlugin from './plugins/security.ts'
 import adminRoutes from './routes/admin.ts'
+import consoleRoutes from './routes/console.ts'
 import conversationsRoutes from './routes/conversations.ts'
 import exportRoutes from './routes/export.ts'
 import healthRoutes from './routes/health.ts'
@@ -109,6 +110,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(taxonomyRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
+  await app.register(consoleRoutes)
 
   await app.ready()
   return app
