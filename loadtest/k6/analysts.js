@@ -12,17 +12,19 @@
 // something to read (insights appear once the worker analyses them).
 //
 // The key needs scope `read` (and `ingest` to seed) and a tier whose rate limit covers the
-// run; a 429 counts as a failure.
+// run; a 429 counts as a failure. At most (BROWSE_RATE × MAX_PAGES + SUMMARY_RATE +
+// LOOKUP_RATE) requests a second: the defaults, 85/s, stay under the enterprise tier's
+// default 6,000 reads a minute.
 //
 // Environment: GLEANER_URL, GLEANER_API_KEY, DURATION (3m), BROWSE_RATE (20/s),
-// SUMMARY_RATE (5/s), LOOKUP_RATE (20/s), MAX_PAGES (5), SEED_MIN (50),
+// SUMMARY_RATE (5/s), LOOKUP_RATE (20/s), MAX_PAGES (3), SEED_MIN (50),
 // P95_BROWSE_MS (300), P95_SUMMARY_MS (500), P95_LOOKUP_MS (200).
 import { check } from 'k6'
 import http from 'k6/http'
 import { BASE_URL, headers, json, makeConversation, SOURCES } from './producers.js'
 
 const DURATION = __ENV.DURATION || '3m'
-const MAX_PAGES = Number(__ENV.MAX_PAGES || 5)
+const MAX_PAGES = Number(__ENV.MAX_PAGES || 3)
 const SEED_MIN = Number(__ENV.SEED_MIN || 50)
 
 const rateScenario = (exec, rate) => ({

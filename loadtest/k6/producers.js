@@ -1,7 +1,7 @@
 // k6 load test: producers pushing conversations into Gleaner (API.md, "Producers").
 //
 //   k6 run loadtest/k6/producers.js
-//   GLEANER_URL=http://127.0.0.1:3000 GLEANER_API_KEY=gln_... PEAK_RATE=200 k6 run loadtest/k6/producers.js
+//   GLEANER_URL=http://127.0.0.1:3000 GLEANER_API_KEY=gln_... PEAK_RATE=20 k6 run loadtest/k6/producers.js
 //
 // Scenarios:
 //   single  ramping-arrival-rate of POST /api/v1/conversations (202 new, 200 duplicate)
@@ -14,8 +14,10 @@
 //
 // The key needs scope `ingest` and a tier whose rate limit and daily quota cover the run
 // (or run Gleaner with AUTH=off and RATE_LIMIT_ANONYMOUS raised): a 429 counts as a failure.
+// The defaults stay under the enterprise tier's default ingest limit (3,000 requests a
+// minute, 50/s); a higher PEAK_RATE needs RATE_LIMIT_ENTERPRISE raised on the server.
 //
-// Environment: GLEANER_URL, GLEANER_API_KEY, START_RATE (5/s), PEAK_RATE (100/s),
+// Environment: GLEANER_URL, GLEANER_API_KEY, START_RATE (5/s), PEAK_RATE (40/s),
 // RAMP (1m), HOLD (3m), RAMP_DOWN (30s), BATCH_RATE (peak batches per minute, 30),
 // BATCH_ITEMS (100), DUPLICATE_RATIO (0.02), P95_SINGLE_MS (300), P95_BATCH_MS (2000), RUN_ID.
 import { check } from 'k6'
@@ -27,7 +29,7 @@ export const BASE_URL = (__ENV.GLEANER_URL || 'http://127.0.0.1:3000').replace(/
 const API_KEY = __ENV.GLEANER_API_KEY || ''
 
 const START_RATE = Number(__ENV.START_RATE || 5)
-const PEAK_RATE = Number(__ENV.PEAK_RATE || 100)
+const PEAK_RATE = Number(__ENV.PEAK_RATE || 40)
 const RAMP = __ENV.RAMP || '1m'
 const HOLD = __ENV.HOLD || '3m'
 const RAMP_DOWN = __ENV.RAMP_DOWN || '30s'
