@@ -40,7 +40,10 @@ const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' })
 export const fmtTime = (iso) => (iso ? dateTime.format(new Date(iso)) : '—')
 export const fmtClock = (iso) => timeOnly.format(new Date(iso))
 export const fmtInt = (n) => Number(n).toLocaleString()
-export const fmtScore = (n) => (n > 0 ? `+${n.toFixed(2)}` : n.toFixed(2))
+export const fmtScore = (n) => {
+  const s = n.toFixed(2)
+  return s === '-0.00' ? '0.00' : n > 0 && s !== '0.00' ? `+${s}` : s
+}
 export const fmtUsd = (n) => `$${Number(n).toFixed(n && n < 0.01 ? 6 : 4)}`
 export const label = (name) => name.replaceAll('_', ' ')
 

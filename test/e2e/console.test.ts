@@ -38,7 +38,9 @@ const TEXTS: { source: string; content: string }[] = [
   { source: 'helpdesk', content: 'I want to cancel my subscription, it is too expensive for what we use.' },
   { source: 'mobile-app', content: 'Could you add dark mode to the app? It would help a lot at night.' },
   { source: 'web-chat', content: 'Is there a discount if we upgrade to the enterprise plan for 50 seats?' },
-  { source: 'email', content: 'The export to CSV takes forever and then fails with an error 500.' }
+  { source: 'email', content: 'The export to CSV takes forever and then fails with an error 500.' },
+  { source: 'web-chat', content: 'This is the worst service I have ever used. I am furious, nobody answers and I am still waiting.' },
+  { source: 'helpdesk', content: 'Terrible experience, the agent was rude and my problem is still not solved. Very disappointed.' }
 ]
 
 t.test('the console in a real browser', { skip }, async (t) => {
@@ -53,8 +55,9 @@ t.test('the console in a real browser', { skip }, async (t) => {
       body: body ? JSON.stringify(body) : undefined
     })
 
-  // 150 analysed conversations, spread over the last three weeks so the overview has a shape
-  const N = 150
+  // analysed conversations spread over the last 40 days, so a month's overview has a shape
+  // and a period before it to compare topics with
+  const N = 240
   const conversations = Array.from({ length: N }, (_, i) => {
     const x = TEXTS[(i * 7) % TEXTS.length]!
     return {
@@ -64,7 +67,7 @@ t.test('the console in a real browser', { skip }, async (t) => {
         { role: 'system', content: 'You are the support assistant of Acme.' },
         { role: 'user', content: `${x.content} (ticket ${1000 + i})` },
         { role: 'assistant', content: 'Sorry to hear that, let me check this for you.' },
-        { role: 'user', content: 'Thanks, please hurry.' }
+        { role: 'user', content: i % 3 ? 'Please get back to me today.' : 'Thanks, please hurry.' }
       ]
     }
   })
@@ -73,7 +76,7 @@ t.test('the console in a real browser', { skip }, async (t) => {
   const ids = ((await batch.json()) as { results: { id: string }[] }).results.map((r) => r.id)
   await waitFor(async () => (await app.repos.insights.getMany(ids)).length === N, { what: `${N} insights` })
   await app.database.query(
-    sql`UPDATE insights SET created_at = created_at - ((abs(hashtext(conversation_id::text)) % 21) * interval '1 day') - ((abs(hashtext(source)) % 7) * interval '1 hour')`
+    sql`UPDATE insights SET created_at = created_at - ((abs(hashtext(conversation_id::text)) % 40) * interval '1 day') - ((abs(hashtext(source)) % 7) * interval '1 hour')`
   )
 
   mkdirSync(SHOTS, { recursive: true })
@@ -129,12 +132,14 @@ t.test('the console in a real browser', { skip }, async (t) => {
     await page.waitForSelector('#volume-chart canvas')
     t.equal(await storedKey(), readKey)
     t.notOk(page.url().includes(readKey), 'not in the URL')
-    // the fixture spans three weeks: the default week shows part of it, a month all of it
-    const week = (await (await api(`/api/v1/insights/summary?since=${utcDaysAgo(6)}`, readKey)).json()) as { total: number }
-    t.equal(await page.locator('.kpi-value').first().textContent(), String(week.total), 'the last 7 days by default')
+    // the fixture spans 40 days: the default week shows part of it, a month more
+    const total = async (days: number) =>
+      String(((await (await api(`/api/v1/insights/summary?since=${utcDaysAgo(days - 1)}`, readKey)).json()) as { total: number }).total)
+    t.equal(await page.locator('.kpi-value').first().textContent(), await total(7), 'the last 7 days by default')
     await page.selectOption('select[name=days]', '30')
     await page.waitForFunction("location.hash.includes('days=30')")
-    await waitFor(async () => (await page.locator('.kpi-value').first().textContent()) === String(N), { what: 'the month\'s total' })
+    const month = await total(30)
+    await waitFor(async () => (await page.locator('.kpi-value').first().textContent()) === month, { what: 'the month\'s total' })
     await page.waitForSelector('#volume-chart canvas')
     t.ok(await page.locator('#top-topics tbody tr').count(), 'top topics listed')
     t.ok(await page.locator('#top-topics .change').count(), 'with their change against the previous period')
@@ -146,7 +151,7 @@ t.test('the console in a real browser', { skip }, async (t) => {
     await page.selectOption('select[name=source]', 'email')
     await page.waitForFunction("location.hash.includes('source=email')")
     await page.waitForSelector('#volume-chart canvas')
-    const emails = (await (await api('/api/v1/insights/summary?source=email', readKey)).json()) as { total: number }
+    const emails = (await (await api(`/api/v1/insights/summary?source=email&since=${utcDaysAgo(29)}`, readKey)).json()) as { total: number }
     await waitFor(async () => (await page.locator('.kpi-value').first().textContent()) === String(emails.total), { what: 'email total' })
     t.pass(`${emails.total} insights from email`)
   })
