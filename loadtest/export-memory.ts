@@ -72,7 +72,8 @@ async function target(): Promise<{ env: Record<string, string>; drop(): Promise<
 
 async function fill(env: Record<string, string>, newest: Date) {
   // the app's own client runs the migrations, then the fixture goes in chunk by chunk
-  const database = await openDatabase(loadConfig({ ...env, LOG_LEVEL: 'silent' }), pino({ level: 'silent' }))
+  // no statement timeout: a 100,000-row chunk can take longer than the server's default on a busy machine
+  const database = await openDatabase(loadConfig({ ...env, LOG_LEVEL: 'silent', DB_STATEMENT_TIMEOUT_MS: '0' }), pino({ level: 'silent' }))
   try {
     for (let first = 1; first <= ROWS; first += FILL_CHUNK) {
       await database.raw(FILL_INSIGHTS_SQL, fillInsightsParams(first, Math.min(FILL_CHUNK, ROWS - first + 1), newest))
