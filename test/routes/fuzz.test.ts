@@ -44,7 +44,7 @@ t.test('random input never gets a 5xx', async (t) => {
   const fives: string[] = []
   for (let i = 0; i < 400; i++) {
     const kind = i % 6
-    let res
+    let res: Awaited<ReturnType<typeof app.inject>>
     if (kind === 0) res = await app.inject({ method: 'POST', url: '/api/v1/conversations', payload: mutate() })
     else if (kind === 1) res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload: { conversations: [mutate(), mutate(), value()] } })
     else if (kind === 2) res = await app.inject({ url: `/api/v1/insights?${query()}` })
