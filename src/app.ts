@@ -20,11 +20,14 @@ import quotasPlugin from './plugins/quotas.ts'
 import rateLimitPlugin from './plugins/rate-limit.ts'
 import securityPlugin from './plugins/security.ts'
 import adminRoutes from './routes/admin.ts'
+import consoleRoutes from './routes/console.ts'
 import conversationsRoutes from './routes/conversations.ts'
+import exportRoutes from './routes/export.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
 import keysRoutes from './routes/keys.ts'
 import streamRoutes from './routes/stream.ts'
+import taxonomyRoutes from './routes/taxonomy.ts'
 import { createBodyAjv, createQueryAjv } from './validation.ts'
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
@@ -108,9 +111,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(healthRoutes, { config, version: VERSION })
   await app.register(conversationsRoutes, { config })
   await app.register(insightsRoutes)
+  await app.register(exportRoutes)
+  await app.register(taxonomyRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
   await app.register(keysRoutes)
+  await app.register(consoleRoutes)
 
   await app.ready()
   return app

@@ -127,6 +127,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Open /api/v1/insights/stream connections on this instance',
       registers: r
     }),
+    exportsInProgress: new client.Gauge({
+      name: 'gleaner_exports_in_progress',
+      help: 'Insight exports (/api/v1/insights/export) streaming on this instance',
+      registers: r
+    }),
     budgetRemaining: new client.Gauge({
       name: 'gleaner_budget_remaining_usd',
       help: 'Remaining model budget for the current UTC day (absent when no budget is set)',

@@ -6,22 +6,25 @@
 //   browse   GET /api/v1/insights with random filters, following next_cursor for a few pages
 //   summary  GET /api/v1/insights/summary with random filters
 //   lookup   GET /api/v1/conversations/:id for known ids
-// setup() collects conversation ids from /api/v1/insights; when there are fewer than
-// SEED_MIN and the key also has scope `ingest`, it seeds conversations with one batch so
-// lookups have something to read (insights appear once the worker analyses them).
+// setup() reads the labels to filter by from /api/v1/taxonomy (never a copy that drifts)
+// and collects conversation ids from /api/v1/insights; when there are fewer than SEED_MIN
+// and the key also has scope `ingest`, it seeds conversations with one batch so lookups have
+// something to read (insights appear once the worker analyses them).
 //
 // The key needs scope `read` (and `ingest` to seed) and a tier whose rate limit covers the
-// run; a 429 counts as a failure.
+// run; a 429 counts as a failure. At most (BROWSE_RATE × MAX_PAGES + SUMMARY_RATE +
+// LOOKUP_RATE) requests a second: the defaults, 85/s, stay under the enterprise tier's
+// default 6,000 reads a minute.
 //
 // Environment: GLEANER_URL, GLEANER_API_KEY, DURATION (3m), BROWSE_RATE (20/s),
-// SUMMARY_RATE (5/s), LOOKUP_RATE (20/s), MAX_PAGES (5), SEED_MIN (50),
+// SUMMARY_RATE (5/s), LOOKUP_RATE (20/s), MAX_PAGES (3), SEED_MIN (50),
 // P95_BROWSE_MS (300), P95_SUMMARY_MS (500), P95_LOOKUP_MS (200).
 import { check } from 'k6'
 import http from 'k6/http'
-import { BASE_URL, headers, json, makeConversation } from './producers.js'
+import { BASE_URL, headers, json, makeConversation, SOURCES } from './producers.js'
 
 const DURATION = __ENV.DURATION || '3m'
-const MAX_PAGES = Number(__ENV.MAX_PAGES || 5)
+const MAX_PAGES = Number(__ENV.MAX_PAGES || 3)
 const SEED_MIN = Number(__ENV.SEED_MIN || 50)
 
 const rateScenario = (exec, rate) => ({
@@ -50,34 +53,42 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max']
 }
 
-const TOPICS = ['billing', 'invoice', 'login', 'shipping', 'refund', 'bug', 'feature', 'cancellation']
-const SOURCES = ['web-chat', 'email', 'zendesk', 'intercom', 'mobile-app']
-
 const pick = (arr) => arr[Math.floor(Math.random() * arr.length)]
 
 /**
- * The service's own labels (sentiments, urgencies, statuses) from its OpenAPI document,
- * which is generated from the one domain module: this script keeps no copy to drift.
+ * The labels filters may use, as the server defines them (GET /api/v1/taxonomy). Fails the
+ * run at setup if the server cannot say: filtering by guessed labels would test nothing.
  */
-export function vocabulary() {
-  const res = http.get(`${BASE_URL}/docs/json`, { tags: { name: 'setup' } })
-  const doc = json(res)
-  const query = doc?.paths?.['/api/v1/insights']?.get?.parameters ?? []
-  const enumOf = (name) => query.find((p) => p.name === name)?.schema?.enum ?? []
-  const conversation = doc?.paths?.['/api/v1/conversations/{id}']?.get?.responses?.['200']?.content?.['application/json']?.schema
-  const v = { sentiments: enumOf('sentiment'), urgencies: enumOf('urgency'), statuses: conversation?.properties?.status?.enum ?? [] }
-  if (!v.sentiments.length || !v.urgencies.length || !v.statuses.length) throw new Error(`no vocabulary in ${BASE_URL}/docs/json (${res.status})`)
-  return v
+export function loadTaxonomy() {
+  const res = http.get(`${BASE_URL}/api/v1/taxonomy`, { headers: headers(), tags: { name: 'setup' } })
+  const body = json(res)
+  if (res.status !== 200 || !body || !Array.isArray(body.intents)) {
+    throw new Error(`GET /api/v1/taxonomy answered ${res.status}: the key needs scope read`)
+  }
+  const names = (list) => list.map((x) => x.name)
+  return {
+    sentiments: names(body.sentiments),
+    urgencies: names(body.urgencies),
+    intents: names(body.intents),
+    statuses: body.statuses,
+    topics: body.common_topics
+  }
 }
 
 /** A random AND of filters, as an analyst's dashboard would send; sometimes none. */
-export function randomFilters(vocab) {
+export function randomFilters(taxonomy) {
   const f = {}
-  if (Math.random() < 0.4) f.sentiment = pick(vocab.sentiments)
-  if (Math.random() < 0.3) f.urgency = pick(vocab.urgencies)
-  if (Math.random() < 0.3) f.topic = pick(TOPICS)
+  if (Math.random() < 0.4) f.sentiment = pick(taxonomy.sentiments)
+  if (Math.random() < 0.3) f.urgency = pick(taxonomy.urgencies)
+  if (Math.random() < 0.2) f.intent = pick(taxonomy.intents)
+  if (Math.random() < 0.3) f.topic = pick(taxonomy.topics)
   if (Math.random() < 0.2) f.source = pick(SOURCES)
   if (Math.random() < 0.5) f.since = new Date(Date.now() - (1 + Math.floor(Math.random() * 7)) * 864e5).toISOString()
+  if (Math.random() < 0.2) {
+    // until after since (the API refuses the reverse with a 400), somewhere before now
+    const from = f.since ? Date.parse(f.since) : Date.now() - 7 * 864e5
+    f.until = new Date(from + Math.random() * (Date.now() - from)).toISOString()
+  }
   return f
 }
 
@@ -106,7 +117,9 @@ export function collectConversationIds(runId) {
     const res = http.post(`${BASE_URL}/api/v1/conversations/batch`, JSON.stringify({ conversations }), {
       headers: headers(),
       tags: { name: 'setup' },
-      timeout: '60s'
+      timeout: '60s',
+      // a read-only key may not seed: that is reported below, not counted as a failed request
+      responseCallback: http.expectedStatuses(207, 401, 403)
     })
     const body = json(res)
     if (res.status === 207 && body && Array.isArray(body.results)) {
@@ -120,16 +133,17 @@ export function collectConversationIds(runId) {
 
 export function setup() {
   const runId = __ENV.RUN_ID || `k6-${Date.now().toString(36)}`
+  const taxonomy = loadTaxonomy()
   const ids = collectConversationIds(runId)
   if (ids.length === 0) console.warn('no conversation ids found or seeded: the lookup scenario will do nothing')
-  return { runId, ids, vocabulary: vocabulary() }
+  return { runId, ids, taxonomy }
 }
 
 const isNewestFirst = (items) => items.every((x, i) => i === 0 || Date.parse(items[i - 1].created_at) >= Date.parse(x.created_at))
 
 /** GET /api/v1/insights with filters, then up to MAX_PAGES pages through next_cursor. */
 export function browseInsights(data) {
-  const filters = randomFilters(data.vocabulary)
+  const filters = randomFilters(data.taxonomy)
   const limit = pick([20, 50, 100])
   let cursor = null
   for (let page = 0; page < MAX_PAGES; page++) {
@@ -152,9 +166,11 @@ export function browseInsights(data) {
           (x) =>
             (!filters.sentiment || x.sentiment === filters.sentiment) &&
             (!filters.urgency || x.urgency === filters.urgency) &&
+            (!filters.intent || x.intent === filters.intent) &&
             (!filters.source || x.source === filters.source) &&
             (!filters.topic || (Array.isArray(x.topics) && x.topics.includes(filters.topic))) &&
-            (!filters.since || Date.parse(x.created_at) >= Date.parse(filters.since))
+            (!filters.since || Date.parse(x.created_at) >= Date.parse(filters.since)) &&
+            (!filters.until || Date.parse(x.created_at) < Date.parse(filters.until))
         ) === true
     })
     cursor = body.next_cursor
@@ -164,7 +180,7 @@ export function browseInsights(data) {
 
 /** GET /api/v1/insights/summary with the same kind of filters (no limit or cursor). */
 export function readSummary(data) {
-  const res = http.get(`${BASE_URL}/api/v1/insights/summary?${query(randomFilters(data.vocabulary))}`, {
+  const res = http.get(`${BASE_URL}/api/v1/insights/summary?${query(randomFilters(data.taxonomy))}`, {
     headers: headers(),
     tags: { name: 'GET /api/v1/insights/summary' }
   })
@@ -176,7 +192,8 @@ export function readSummary(data) {
       typeof body.by_sentiment === 'object' &&
       typeof body.by_urgency === 'object' &&
       Array.isArray(body.top_topics) &&
-      Array.isArray(body.by_day)
+      Array.isArray(body.by_day) &&
+      Array.isArray(body.by_source)
   })
 }
 
@@ -194,7 +211,7 @@ export function readConversation(data) {
     'conversation: shape': () =>
       body.id === id &&
       Array.isArray(body.messages) &&
-      data.vocabulary.statuses.includes(body.status) &&
+      data.taxonomy.statuses.includes(body.status) &&
       (body.insight === null || typeof body.insight === 'object')
   })
 }

@@ -1,22 +1,25 @@
 // k6 load test: producers pushing conversations into Gleaner (docs/api.md, "Producers").
 //
 //   k6 run loadtest/k6/producers.js
-//   GLEANER_URL=http://127.0.0.1:3000 GLEANER_API_KEY=gln_... PEAK_RATE=200 k6 run loadtest/k6/producers.js
+//   GLEANER_URL=http://127.0.0.1:3000 GLEANER_API_KEY=gln_... PEAK_RATE=20 k6 run loadtest/k6/producers.js
 //
 // Scenarios:
 //   single  ramping-arrival-rate of POST /api/v1/conversations (202 new, 200 duplicate)
 //   batch   ramping-arrival-rate of POST /api/v1/conversations/batch with BATCH_ITEMS (100) items (207)
 // Every conversation gets a unique external_id (run id + scenario + iteration), except a
 // DUPLICATE_RATIO share that re-sends an earlier one on purpose, as a retrying producer
-// would: those must answer 200 with "duplicate": true. A share of conversations is small
-// talk ("hi", "thanks") that the prefilter should answer with status "skipped".
+// would: the same body, byte for byte (same source, external_id and messages), which must
+// answer 200 with "duplicate": true and the first send's id. A share of conversations is
+// small talk ("hi", "thanks") that the prefilter should answer with status "skipped".
 //
 // The key needs scope `ingest` and a tier whose rate limit and daily quota cover the run
 // (or run Gleaner with AUTH=off and RATE_LIMIT_ANONYMOUS raised): a 429 counts as a failure.
+// The defaults stay under the enterprise tier's default ingest limit (3,000 requests a
+// minute, 50/s); a higher PEAK_RATE needs RATE_LIMIT_ENTERPRISE raised on the server.
 //
-// Environment: GLEANER_URL, GLEANER_API_KEY, START_RATE (5/s), PEAK_RATE (100/s),
-// RAMP (1m), HOLD (3m), BATCH_RATE (peak batches per minute, 30), BATCH_ITEMS (100),
-// DUPLICATE_RATIO (0.02), P95_SINGLE_MS (300), P95_BATCH_MS (2000), RUN_ID.
+// Environment: GLEANER_URL, GLEANER_API_KEY, START_RATE (5/s), PEAK_RATE (40/s),
+// RAMP (1m), HOLD (3m), RAMP_DOWN (30s), BATCH_RATE (peak batches per minute, 30),
+// BATCH_ITEMS (100), DUPLICATE_RATIO (0.02), P95_SINGLE_MS (300), P95_BATCH_MS (2000), RUN_ID.
 import { check } from 'k6'
 import exec from 'k6/execution'
 import http from 'k6/http'
@@ -26,9 +29,10 @@ export const BASE_URL = (__ENV.GLEANER_URL || 'http://127.0.0.1:3000').replace(/
 const API_KEY = __ENV.GLEANER_API_KEY || ''
 
 const START_RATE = Number(__ENV.START_RATE || 5)
-const PEAK_RATE = Number(__ENV.PEAK_RATE || 100)
+const PEAK_RATE = Number(__ENV.PEAK_RATE || 40)
 const RAMP = __ENV.RAMP || '1m'
 const HOLD = __ENV.HOLD || '3m'
+const RAMP_DOWN = __ENV.RAMP_DOWN || '30s'
 const BATCH_RATE = Number(__ENV.BATCH_RATE || 30)
 const BATCH_ITEMS = Number(__ENV.BATCH_ITEMS || 100)
 const DUPLICATE_RATIO = Number(__ENV.DUPLICATE_RATIO || 0.02)
@@ -49,7 +53,7 @@ export const options = {
       stages: [
         { target: PEAK_RATE, duration: RAMP },
         { target: PEAK_RATE, duration: HOLD },
-        { target: 0, duration: '30s' }
+        { target: 0, duration: RAMP_DOWN }
       ]
     },
     batch: {
@@ -62,7 +66,7 @@ export const options = {
       stages: [
         { target: BATCH_RATE, duration: RAMP },
         { target: BATCH_RATE, duration: HOLD },
-        { target: 0, duration: '30s' }
+        { target: 0, duration: RAMP_DOWN }
       ]
     }
   },
@@ -92,7 +96,7 @@ export function headers() {
 
 // --- realistic, varied conversations --------------------------------------------------
 
-const SOURCES = ['web-chat', 'email', 'zendesk', 'intercom', 'mobile-app', 'voice.transcript']
+export const SOURCES = ['web-chat', 'email', 'zendesk', 'intercom', 'mobile-app', 'voice.transcript']
 const PLANS = ['free', 'pro', 'enterprise']
 const LOCALES = ['en-US', 'en-GB', 'de-DE', 'fr-FR', 'es-ES']
 
@@ -281,22 +285,26 @@ export function setup() {
   return { runId }
 }
 
-const sentByThisVu = [] // external ids this VU sent, for deliberate duplicates
+/** Bodies this VU sent and their ids, for deliberate re-sends; bounded, oldest replaced. */
+const sentByThisVu = []
+const SENT_KEPT = 200
 
 /** POST /api/v1/conversations: 202 for a new conversation, 200 for a re-sent one. */
 export function ingestOne(data) {
   const resend = sentByThisVu.length > 0 && Math.random() < DUPLICATE_RATIO
-  const externalId = resend ? pick(sentByThisVu) : `${data.runId}-${exec.scenario.name}-${exec.scenario.iterationInTest}`
-  const res = http.post(`${BASE_URL}/api/v1/conversations`, JSON.stringify(makeConversation(externalId)), {
+  // a re-send is the same request again, as a producer retrying after a lost answer sends it
+  const earlier = resend ? pick(sentByThisVu) : null
+  const payload = earlier ? earlier.payload : JSON.stringify(makeConversation(`${data.runId}-${exec.scenario.name}-${exec.scenario.iterationInTest}`))
+  const res = http.post(`${BASE_URL}/api/v1/conversations`, payload, {
     headers: headers(),
     tags: { name: 'POST /api/v1/conversations' }
   })
   const body = json(res) || {}
-  if (resend) {
+  if (earlier) {
     duplicates.add(1)
     check(res, {
       'resend: 200': (r) => r.status === 200,
-      'resend: duplicate true': () => body.duplicate === true && typeof body.id === 'string'
+      'resend: duplicate true, the first send\'s id': () => body.duplicate === true && body.id === earlier.id
     })
     return
   }
@@ -308,7 +316,9 @@ export function ingestOne(data) {
   if (res.status === 202) {
     if (body.status === 'skipped') skipped.add(1)
     else accepted.add(1)
-    if (sentByThisVu.length < 1000) sentByThisVu.push(externalId)
+    const sent = { payload, id: body.id }
+    if (sentByThisVu.length < SENT_KEPT) sentByThisVu.push(sent)
+    else sentByThisVu[Math.floor(Math.random() * SENT_KEPT)] = sent
   }
 }
 

@@ -16,7 +16,7 @@
 // P95_SUMMARY_MS (500), P95_LOOKUP_MS (200).
 import { check } from 'k6'
 import http from 'k6/http'
-import { browseInsights, collectConversationIds, readConversation, readSummary, vocabulary } from './analysts.js'
+import { browseInsights, collectConversationIds, loadTaxonomy, readConversation, readSummary } from './analysts.js'
 import { BASE_URL, ingestBatch, ingestOne, json } from './producers.js'
 
 const DURATION = __ENV.SOAK_DURATION || __ENV.DURATION || '1h'
@@ -55,7 +55,7 @@ export { browseInsights, ingestBatch, ingestOne, readConversation, readSummary }
 
 export function setup() {
   const runId = __ENV.RUN_ID || `k6-soak-${Date.now().toString(36)}`
-  return { runId, ids: collectConversationIds(runId), vocabulary: vocabulary() }
+  return { runId, taxonomy: loadTaxonomy(), ids: collectConversationIds(runId) }
 }
 
 export function teardown() {

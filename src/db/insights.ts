@@ -28,6 +28,13 @@ export interface InsightFilters {
 
 export type InsightRow = typeof insights.$inferSelect
 
+/** Topics in a summary: a top ten reads at a glance; the rest is what filters are for. */
+export const SUMMARY_TOP_TOPICS = 10
+/** Sources in a summary: a deployment has a handful of channels; 20 leaves room without paging. */
+export const SUMMARY_TOP_SOURCES = 20
+
+const roundScore = (avg: number | string | null) => (avg === null ? 0 : Math.round(Number(avg) * 1000) / 1000)
+
 /** A keyset position: a time and the id that breaks ties at that time. */
 export interface Cursor {
   at: Date
@@ -104,22 +111,42 @@ export function insightsRepository(database: Database) {
       return { items, next: rows.length > limit && last ? { at: last.createdAt, id: last.conversationId } : undefined }
     },
 
-    async summary(filters: InsightFilters) {
+    /**
+     * Counts over the filtered insights. With `since`, each top topic also carries its count
+     * in the period of the same length just before (`until`, or `now`, back to `since`), so
+     * an analyst sees what is rising; without `since` there is no period to compare with.
+     */
+    async summary(filters: InsightFilters, now: Date = new Date()) {
       const w = where(filters)
       const whereSql = w ? sql`WHERE ${w}` : sql``
       const q = <T>(s: SQL) => database.query<T>(s)
-      const [totals, sentiments, urgencies, topics, days] = await Promise.all([
+      const avgScore = sql`avg(${insights.sentiment_score})::float8`
+      const topicsQuery = () => {
+        if (!filters.since) {
+          return sql`SELECT t AS topic, count(*)::int AS n, NULL::int AS prev FROM ${insights}, unnest(${insights.topics}) AS t ${whereSql}
+              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_TOPICS}`
+        }
+        const since = filters.since
+        const end = filters.until ?? now
+        const previousSince = new Date(since.getTime() - Math.max(0, end.getTime() - since.getTime()))
+        // one scan over both periods; the current period's order decides the top topics
+        const current = sql`${insights.createdAt} >= ${since}`
+        return sql`SELECT t AS topic, (count(*) FILTER (WHERE ${current}))::int AS n, (count(*) FILTER (WHERE NOT (${current})))::int AS prev
+              FROM ${insights}, unnest(${insights.topics}) AS t WHERE ${where({ ...filters, since: previousSince })!}
+              GROUP BY 1 HAVING count(*) FILTER (WHERE ${current}) > 0 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_TOPICS}`
+      }
+      const [totals, sentiments, urgencies, topics, days, sources] = await Promise.all([
         q<{ n: number }>(sql`SELECT count(*)::int AS n FROM ${insights} ${whereSql}`),
         q<{ k: string; n: number }>(sql`SELECT sentiment AS k, count(*)::int AS n FROM ${insights} ${whereSql} GROUP BY 1`),
         q<{ k: string; n: number }>(sql`SELECT urgency AS k, count(*)::int AS n FROM ${insights} ${whereSql} GROUP BY 1`),
-        q<{ topic: string; n: number }>(
-          sql`SELECT t AS topic, count(*)::int AS n FROM ${insights}, unnest(${insights.topics}) AS t ${whereSql}
-              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10`
-        ),
+        q<{ topic: string; n: number; prev: number | null }>(topicsQuery()),
         q<{ day: string; n: number; avg: number | string | null }>(
-          sql`SELECT to_char(${insights.createdAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)::int AS n,
-                avg(${insights.sentiment_score})::float8 AS avg
+          sql`SELECT to_char(${insights.createdAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)::int AS n, ${avgScore} AS avg
               FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 1`
+        ),
+        q<{ source: string; n: number; avg: number | string | null }>(
+          sql`SELECT ${insights.source} AS source, count(*)::int AS n, ${avgScore} AS avg
+              FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_SOURCES}`
         )
       ])
       // every label of the domain, zero where no insight has it
@@ -132,12 +159,9 @@ export function insightsRepository(database: Database) {
         total: Number(totals[0]?.n ?? 0),
         by_sentiment: tally(sentiments, SENTIMENTS),
         by_urgency: tally(urgencies, URGENCIES),
-        top_topics: topics.map((t) => ({ topic: t.topic, count: Number(t.n) })),
-        by_day: days.map((d) => ({
-          day: d.day,
-          count: Number(d.n),
-          avg_sentiment: d.avg === null ? 0 : Math.round(Number(d.avg) * 1000) / 1000
-        }))
+        top_topics: topics.map((t) => ({ topic: t.topic, count: Number(t.n), previous_count: t.prev === null ? null : Number(t.prev) })),
+        by_day: days.map((d) => ({ day: d.day, count: Number(d.n), avg_sentiment: roundScore(d.avg) })),
+        by_source: sources.map((r) => ({ source: r.source, count: Number(r.n), avg_sentiment: roundScore(r.avg) }))
       }
     }
   }

@@ -1,5 +1,6 @@
 // Security headers for a JSON API: helmet's defaults with a CSP that allows nothing to load,
-// since no response of ours is a page (the /docs UI relaxes it for itself). CORS is opt-in.
+// since no API response is a page (the /docs UI and the /console pages relax it for
+// themselves, see src/routes/console.ts). CORS is opt-in.
 import cors from '@fastify/cors'
 import helmet from '@fastify/helmet'
 import fp from 'fastify-plugin'

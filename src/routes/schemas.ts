@@ -114,6 +114,13 @@ export const InsightsQuery = Type.Object(
 )
 export const SummaryQuery = Type.Object(Filters, { additionalProperties: false })
 
+export const EXPORT_FORMATS = ['csv', 'ndjson'] as const
+export type ExportFormat = (typeof EXPORT_FORMATS)[number]
+export const ExportQuery = Type.Object(
+  { ...Filters, format: Type.Optional(lits(EXPORT_FORMATS)) },
+  { additionalProperties: false }
+)
+
 export const InsightsPage = Type.Object({
   items: Type.Array(InsightOut),
   next_cursor: Type.Union([Type.String(), Type.Null()])
@@ -123,8 +130,19 @@ export const SummaryOut = Type.Object({
   total: Type.Integer(),
   by_sentiment: countsOf(SENTIMENTS),
   by_urgency: countsOf(URGENCIES),
-  top_topics: Type.Array(Type.Object({ topic: Type.String(), count: Type.Integer() })),
-  by_day: Type.Array(Type.Object({ day: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() }))
+  top_topics: Type.Array(
+    Type.Object({
+      topic: Type.String(),
+      count: Type.Integer(),
+      previous_count: Type.Union([Type.Integer(), Type.Null()], {
+        description: 'with since: the count in the period of the same length just before it; null without since'
+      })
+    })
+  ),
+  by_day: Type.Array(Type.Object({ day: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() })),
+  by_source: Type.Array(Type.Object({ source: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() }), {
+    description: 'the busiest sources, most insights first'
+  })
 })
 
 export const HEALTH_STATUSES = ['ok', 'degraded', 'stuck'] as const

@@ -265,12 +265,12 @@ for (const backend of backends()) {
       t.same(s.by_sentiment, { positive: 2, neutral: 2, negative: 4, mixed: 1 })
       t.same(s.by_urgency, { low: 3, medium: 3, high: 3 })
       t.same(s.top_topics, [
-        { topic: 'billing', count: 4 },
-        { topic: 'app', count: 2 },
-        { topic: 'shipping', count: 2 },
-        { topic: 'support', count: 2 },
-        { topic: 'login', count: 1 },
-        { topic: 'refund', count: 1 }
+        { topic: 'billing', count: 4, previous_count: null },
+        { topic: 'app', count: 2, previous_count: null },
+        { topic: 'shipping', count: 2, previous_count: null },
+        { topic: 'support', count: 2, previous_count: null },
+        { topic: 'login', count: 1, previous_count: null },
+        { topic: 'refund', count: 1, previous_count: null }
       ])
       const avg = (day: string) => {
         const xs = SPECS.filter((x) => x.day === day).map((x) => x.score)
@@ -281,6 +281,37 @@ for (const backend of backends()) {
         { day: '2026-01-02', count: 3, avg_sentiment: avg('2026-01-02') },
         { day: '2026-01-03', count: 3, avg_sentiment: avg('2026-01-03') }
       ])
+      const avgOf = (source: string) => {
+        const xs = SPECS.filter((x) => x.source === source).map((x) => x.score)
+        return Math.round((xs.reduce((a, b) => a + b, 0) / xs.length) * 1000) / 1000
+      }
+      t.same(s.by_source, [
+        { source: 'web-chat', count: 4, avg_sentiment: avgOf('web-chat') },
+        { source: 'email', count: 3, avg_sentiment: avgOf('email') },
+        { source: 'phone', count: 2, avg_sentiment: avgOf('phone') }
+      ])
+    })
+
+    t.test('with since, each top topic carries its count in the period of the same length before', async (t) => {
+      await storeFixture()
+      // current period: 2026-01-03 (one day up to `until`); previous: 2026-01-02
+      const s = await repo.summary({ since: new Date('2026-01-03T00:00:00Z'), until: new Date('2026-01-04T00:00:00Z') })
+      t.same(s.top_topics, [
+        { topic: 'app', count: 2, previous_count: 0 },
+        { topic: 'billing', count: 1, previous_count: 1 },
+        { topic: 'login', count: 1, previous_count: 0 },
+        { topic: 'support', count: 1, previous_count: 0 }
+      ])
+      t.equal(s.total, 3, 'totals still count only the current period')
+      // without until the period ends now (injected): 01-02 to 01-04 against 12-31 to 01-02
+      const open = await repo.summary({ since: new Date('2026-01-02T00:00:00Z') }, new Date('2026-01-04T00:00:00Z'))
+      t.same(
+        open.top_topics.find((x) => x.topic === 'billing'),
+        { topic: 'billing', count: 2, previous_count: 2 },
+        'billing: two in each period'
+      )
+      const filtered = await repo.summary({ source: 'email', since: new Date('2026-01-03T00:00:00Z'), until: new Date('2026-01-04T00:00:00Z') })
+      t.same(filtered.top_topics, [{ topic: 'billing', count: 1, previous_count: 1 }], 'other filters apply to both periods')
     })
 
     t.test('summary applies the same filters as list', async (t) => {
@@ -289,11 +320,14 @@ for (const backend of backends()) {
       t.equal(s.total, 2)
       t.same(s.by_sentiment, { positive: 0, neutral: 0, negative: 1, mixed: 1 })
       t.same(s.by_urgency, { low: 0, medium: 1, high: 1 })
-      t.same(s.top_topics, [
-        { topic: 'app', count: 1 },
-        { topic: 'login', count: 1 },
-        { topic: 'shipping', count: 1 }
-      ])
+      t.same(
+        s.top_topics.map(({ topic, count }) => ({ topic, count })),
+        [
+          { topic: 'app', count: 1 },
+          { topic: 'login', count: 1 },
+          { topic: 'shipping', count: 1 }
+        ]
+      )
       t.same(
         s.by_day.map((d) => d.day),
         ['2026-01-02', '2026-01-03']
@@ -309,7 +343,8 @@ for (const backend of backends()) {
         by_sentiment: { positive: 0, neutral: 0, negative: 0, mixed: 0 },
         by_urgency: { low: 0, medium: 0, high: 0 },
         top_topics: [],
-        by_day: []
+        by_day: [],
+        by_source: []
       })
     })
 
@@ -322,8 +357,8 @@ for (const backend of backends()) {
       )
       const s = await repo.summary({})
       t.equal(s.top_topics.length, 10)
-      t.same(s.top_topics[0], { topic: 'topic-11', count: 12 })
-      t.same(s.top_topics[9], { topic: 'topic-02', count: 3 })
+      t.same(s.top_topics[0], { topic: 'topic-11', count: 12, previous_count: null })
+      t.same(s.top_topics[9], { topic: 'topic-02', count: 3, previous_count: null })
     })
   })
 }

@@ -1,10 +1,10 @@
 // The deployment files are code too: Prometheus rules and config pass promtool, the
 // compose file passes docker-compose, the Grafana dashboard and the alerts only query
-// metrics Gleaner exports, the compose file only sets variables Gleaner reads, and the
-// k6 scripts parse. CI installs the tools:
+// metrics Gleaner exports, and the compose file only sets variables Gleaner reads (the k6
+// scripts are run for real in test/loadtest/k6.test.ts). CI installs the tools:
 //   apt-get install -y --no-install-recommends prometheus docker-compose
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -190,22 +190,4 @@ t.test('alerts exist, query known metrics and carry severity, summary, descripti
     for (const a of ['summary', 'description', 'runbook']) t.ok(r.annotations?.[a], `${r.alert} has a ${a}`)
     for (const s of gleanerSeries(r.expr)) t.ok(KNOWN_SERIES.has(s), `${r.alert}: ${s} is an exported metric`)
   }
-})
-
-t.test('the k6 scripts parse as ES modules', async (t) => {
-  const scripts = readdirSync(at('loadtest/k6')).filter((f) => f.endsWith('.js'))
-  t.same(scripts.sort(), ['analysts.js', 'producers.js', 'soak.js'])
-  for (const f of scripts) {
-    // package.json says "type": "module", so node parses .js as ESM; --check only parses,
-    // so k6's own imports (k6/http) need not resolve.
-    const r = run(process.execPath, ['--check', `loadtest/k6/${f}`])
-    t.equal(r.code, 0, `${f}: ${r.output}`)
-    const src = readFileSync(at('loadtest/k6', f), 'utf8')
-    t.match(src, /__ENV\.GLEANER_URL|from '\.\/producers\.js'/, `${f} takes the base URL from GLEANER_URL`)
-    t.match(src, /http_req_failed: \['rate<0\.01'\]/, `${f} fails above 1% failed requests`)
-    t.match(src, /'http_req_duration\{scenario:/, `${f} has a p95 threshold per scenario`)
-  }
-  const producers = readFileSync(at('loadtest/k6/producers.js'), 'utf8')
-  t.match(producers, /Authorization = `Bearer \$\{API_KEY\}`/, 'requests carry Authorization: Bearer <key>')
-  t.match(producers, /__ENV\.GLEANER_API_KEY/)
 })

@@ -11,7 +11,7 @@ function prng(seed: number) {
 }
 
 const STRINGS = [
-  '', ' ', 'a', 'null', 'true', '-1', '0', '1e309', 'NaN', '[]', '{}', '"', "'", '\\', '%00', '%', '%%', '😡', 'ﬀ', '\u202e',
+  '', ' ', 'a', 'csv', 'ndjson', 'null', 'true', '-1', '0', '1e309', 'NaN', '[]', '{}', '"', "'", '\\', '%00', '%', '%%', '😡', 'ﬀ', '\u202e',
   '2026-11-20T00:00:00Z', '0000-01-01T00:00:00Z', '9999-12-31T23:59:59Z', '2026-11-20T23:59:60Z', '2026-02-30T00:00:00Z',
   'x'.repeat(300), '<script>', "'; DROP TABLE insights; --", '00000000-0000-0000-0000-000000000000', 'positive', 'high', 'billing'
 ]
@@ -37,7 +37,7 @@ t.test('random input never gets a 5xx', async (t) => {
     if (rand() < 0.3) (c.messages as unknown[]) = [{ role: pick(['user', 'bot', 1]), content: value(), at: pick(STRINGS) }]
     return c
   }
-  const params = ['source', 'sentiment', 'topic', 'intent', 'urgency', 'since', 'until', 'limit', 'cursor', 'deep', 'x']
+  const params = ['source', 'sentiment', 'topic', 'intent', 'urgency', 'since', 'until', 'limit', 'cursor', 'format', 'deep', 'x']
   const query = () =>
     Array.from({ length: 1 + Math.floor(rand() * 3) }, () => `${pick(params)}=${encodeURIComponent(pick(STRINGS))}`).join('&')
 
@@ -48,7 +48,7 @@ t.test('random input never gets a 5xx', async (t) => {
     if (kind === 0) res = await app.inject({ method: 'POST', url: '/api/v1/conversations', payload: mutate() })
     else if (kind === 1) res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload: { conversations: [mutate(), mutate(), value()] } })
     else if (kind === 2) res = await app.inject({ url: `/api/v1/insights?${query()}` })
-    else if (kind === 3) res = await app.inject({ url: `/api/v1/insights/summary?${query()}` })
+    else if (kind === 3) res = await app.inject({ url: `/api/v1/insights/${pick(['summary', 'export'])}?${query()}` })
     else if (kind === 4) res = await app.inject({ url: `/api/v1/conversations/${encodeURIComponent(pick(STRINGS))}` })
     else res = await app.inject({ url: `/api/v1/${pick(['usage', 'dead-letters'])}?${query()}` })
     if (res.statusCode >= 500) fives.push(`${res.statusCode} ${res.json().error?.message} (case ${i}, kind ${kind})`)
