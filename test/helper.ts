@@ -121,9 +121,16 @@ export async function listen(app: Awaited<ReturnType<typeof buildApp>>): Promise
   return `http://127.0.0.1:${addr.port}`
 }
 
+/**
+ * How long a test waits for a condition before it fails. A hang guard, not a bound on
+ * speed: on a 2-core machine loaded many times over by other test runs, what takes a second
+ * idle can take a minute. Tests assert what happens, never how fast; a hung wait still fails.
+ */
+export const WAIT_LIMIT_MS = 120_000
+
 export async function waitFor<V>(
   fn: () => Promise<V | undefined | false | null> | V | undefined | false | null,
-  { timeoutMs = 30_000, intervalMs = 25, what = 'condition' } = {}
+  { timeoutMs = WAIT_LIMIT_MS, intervalMs = 25, what = 'condition' } = {}
 ): Promise<V> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
