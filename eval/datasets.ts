@@ -20,6 +20,8 @@ export interface Example<L extends string> {
   label: L
   /** which dataset it came from: evaluation reports per set */
   set: string
+  /** Bitext's register flags (W: offensive, Q: colloquial…), where the set has them */
+  flags?: string
 }
 
 export interface Datasets {
@@ -31,6 +33,8 @@ export interface Datasets {
   /** labels present in the files but mapped to nothing (left out), with counts */
   unmapped: Record<string, number>
 }
+
+const NEUTRAL_REQUEST_INTENTS: ReadonlySet<Intent> = new Set(['question', 'purchase', 'account_help'])
 
 /** One in DEV_BUCKETS texts is dev: 20%, enough for stable per-class figures on every set. */
 const DEV_BUCKETS = 5
@@ -90,7 +94,7 @@ export function loadDatasets(dir: string): Datasets {
   // Intent: banking77 and both Bitext files, mapped onto the taxonomy, one split over all.
   const unmapped: Record<string, number> = {}
   const byText = new Map<string, Example<Intent> | null>()
-  const add = (text: string, source: string, label: string, mapping: Readonly<Record<string, Intent | null>>) => {
+  const add = (text: string, source: string, label: string, mapping: Readonly<Record<string, Intent | null>>, flags?: string) => {
     const intent = mapping[label]
     if (intent === undefined || intent === null) {
       unmapped[`${source}:${label}`] = (unmapped[`${source}:${label}`] ?? 0) + 1
@@ -98,18 +102,26 @@ export function loadDatasets(dir: string): Datasets {
     }
     const key = normalizeForSplit(text)
     const prior = byText.get(key)
-    if (prior === undefined) byText.set(key, { text, label: intent, set: source })
+    if (prior === undefined) byText.set(key, { text, label: intent, set: source, ...(flags ? { flags } : {}) })
     else if (prior !== null && prior.label !== intent) byText.set(key, null) // the sets disagree: trust neither
   }
   const banking = at('intent', 'banking77-train.csv')
   if (existsSync(banking)) for (const row of readCsv(banking)) add(row.text ?? '', 'banking77', row.category ?? '', BANKING77_TO_INTENT)
   for (const file of ['bitext-customer-service.csv', 'bitext-20000-utterances.csv']) {
     const path = at('intent', file)
-    if (existsSync(path)) for (const row of readCsv(path)) add(row.utterance ?? '', 'bitext', row.intent ?? '', BITEXT_TO_INTENT)
+    if (existsSync(path)) for (const row of readCsv(path)) add(row.utterance ?? '', 'bitext', row.intent ?? '', BITEXT_TO_INTENT, row.flags)
   }
   const intentTrain: Example<Intent>[] = []
   const intentDev: Example<Intent>[] = []
   for (const example of byText.values()) if (example) (isDev(example.text) ? intentDev : intentTrain).push(example)
+
+  // Neither sentiment set has a support request in it, so plain requests ("how do I change
+  // my PIN?") would be read by tone words alone ("help" as positive). Requests from the
+  // intent training split whose intent carries no grievance, minus Bitext's offensive
+  // register (W), teach that a plain request is neutral.
+  for (const e of intentTrain) {
+    if (NEUTRAL_REQUEST_INTENTS.has(e.label) && !e.flags?.includes('W')) sentimentTrain.push({ text: e.text, label: 'neutral', set: 'support-requests' })
+  }
 
   return { sentimentTrain, sentimentDev, intentTrain, intentDev, unmapped }
 }
