@@ -80,7 +80,8 @@ const YIELD_EVERY_MS = 10
 // Rules. All run on lower-cased customer text with straight apostrophes; each is an
 // alternation of literals and bounded classes with no nested quantifiers: linear.
 
-const REFUND_RE = /\b(refund\w*|money back|reimburs\w*|(give|send|pay) me back|get my money)\b/
+/** English, and the common French, Spanish, German and Italian words: a refund is a refund in any language. */
+const REFUND_RE = /\b(refund\w*|money back|reimburs\w*|(give|send|pay) me back|get my money|rembours\w*|reembols\w*|rückerstatt\w*|erstattung|rimbors\w*)/
 const CANCELLATION_RE =
   /\b(cancel+(ing|ed)? (my|the|our|this|an?|order|subscription|account|plan|membership|booking|contract|service)|cancel+ation|unsubscrib\w*|terminat\w* (my|the|our)|(close|delete|deactivate|remove) (my|our|the) account|(end|stop) (my|our|the) (subscription|plan|membership|contract)|want to cancel|how (do|can) i cancel|(i want|i'd like|please) to cancel)\b/
 const FEATURE_REQUEST_RE =
@@ -113,7 +114,7 @@ const FAILURE_RE =
  * and tweets, read such sentences as neutral; the domain calls the customer unhappy.
  */
 const GRIEVANCE_RE =
-  /\b(charged (me )?twice|double[- ]charged|overcharged|hacked|stolen|fraud\w*|scam(med)?|unauthori[sz]ed|never (arrived|received|came|showed up|got)|(still|yet) (isn'?t|hasn'?t|haven'?t|not|no|nothing|waiting)|wrong (item|order|size|product|amount|charge|address)|damaged|broken|not working|(doesn'?t|don'?t|won'?t|didn'?t|isn'?t) (work|load|open|arrive|charge|connect)|stopped working|crash(es|ed|ing)|lost (my|our|the)|missing (item|package|parcel|money|payment|funds)|delayed|cancell?ed (again|my|our)|no (internet|service|signal|connection|power|wifi)|(has|have) not (arrived|been)|locked out|damn\w*|wtf|ffs|fuck\w*|shit\w*|crap\w*|sucks?|pathetic|a joke|annoy\w*|frustrat\w*|fed up|sick of|ridiculous|unacceptable|terrible|awful|horrible|worst|useless|disgust\w*)\b/
+  /\b(charged (me )?twice|double[- ]charged|overcharged|hacked|stolen|fraud\w*|scam(med)?|unauthori[sz]ed|never (arrived|received|came|showed up|got)|(still|yet) (is |are |has |have |was )?(isn'?t|hasn'?t|haven'?t|not|no|nothing|waiting)|wrong (item|order|size|product|amount|charge|address)|damaged|broken|not working|(doesn'?t|don'?t|won'?t|didn'?t|isn'?t) (work|load|open|arrive|charge|connect)|stopped working|crash(es|ed|ing)|lost (my|our|the)|missing (item|package|parcel|money|payment|funds)|delayed|cancell?ed (again|my|our)|no (internet|service|signal|connection|power|wifi)|(has|have) not (arrived|been)|locked out|damn\w*|wtf|ffs|fuck\w*|shit\w*|crap\w*|sucks?|pathetic|a joke|annoy\w*|frustrat\w*|fed up|sick of|ridiculous|unacceptable|terrible|awful|horrible|worst|useless|disgust\w*)\b/
 
 /** The customer's last word says it is fixed. */
 const RESOLVED_RE =
@@ -127,7 +128,7 @@ const UNRESOLVED_RE =
  * service down, a deadline or time pressure, a threat to leave, sue, dispute or go public.
  */
 const HIGH_URGENCY_RE =
-  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|by (tonight|tomorrow|today|end of (the )?day)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(for|in) (\d+|two|three|four|five|several) (days|weeks)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged twice|double[- ]charged|charged (me )?(two|2|three|3) times|lost (my )?money|money (is )?(gone|missing|lost)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)) to (another|a different|your competitor)|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
+  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|by (tonight|tomorrow|today|end of (the )?day)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(for|in) (\d+|two|three|four|five|several) (days|weeks)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my )?money|money (is )?(gone|missing|lost)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)) to (another|a different|your competitor)|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
 const HIGH_URGENCY_EXCLAMATIONS = 3
 
 const CURLY_APOSTROPHE_RE = /[\u2018\u2019]/g
@@ -457,7 +458,7 @@ function conversationSentiment(model: LinearModel, turns: readonly Turn[]): { se
     return { sentiment: 'negative', score: Math.min(mean, worst / 2) }
   }
   if (best >= CLEARLY_POSITIVE && worst <= -CLEARLY_NEGATIVE / 2 && read.length > 1) return { sentiment: 'mixed', score: mean }
-  if (read.some((r) => r.s.polarity < CLEARLY_POSITIVE / 2 && GRIEVANCE_RE.test(r.turn.lower))) {
+  if (read.some((r) => r.s.polarity < CLEARLY_POSITIVE / 2 && (GRIEVANCE_RE.test(r.turn.lower) || COMPLAINT_RE.test(r.turn.lower)))) {
     // a grievance the customer states calmly: negative, or mixed when it ends fixed
     if (read.length > 1 && lastResolved) return { sentiment: 'mixed', score: mean }
     return { sentiment: 'negative', score: Math.min(mean, -CLEARLY_NEGATIVE / 2) }
