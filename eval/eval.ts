@@ -272,11 +272,17 @@ async function main() {
       await api.close()
     }
   }
+  const loadStarted = performance.now()
+  loadLinearModel(new URL('../src/analyzers/models/', import.meta.url), 'sentiment')
+  loadLinearModel(new URL('../src/analyzers/models/', import.meta.url), 'intent')
+  const loadMs = performance.now() - loadStarted
   const models = modelFigures(data)
   const out = [
     `Dev splits: SST-2 ${data.sst2.length} (GLUE dev), TweetEval ${data.tweeteval.length} (our hash split), intent ${data.intent.length} (our hash split of banking77 + Bitext), dialogues ${dialogues.length} (eval/fixtures); speed on ${speedN.toLocaleString('en-US')} bench conversations, one core`,
     '',
     table(rows, models),
+    '',
+    `Loading both v2 models: ${loadMs.toFixed(0)} ms.`,
     '',
     perClassTable(rows[0]!.report.intent, rows[1]!.report.intent),
     '',
