@@ -114,7 +114,7 @@ const FAILURE_RE =
  * and tweets, read such sentences as neutral; the domain calls the customer unhappy.
  */
 const GRIEVANCE_RE =
-  /\b(charged (me )?twice|double[- ]charged|overcharged|hacked|stolen|fraud\w*|scam(med)?|unauthori[sz]ed|never (arrived|received|came|showed up|got)|(still|yet) (is |are |has |have |was )?(isn'?t|hasn'?t|haven'?t|not|no|nothing|waiting)|wrong (item|order|size|product|amount|charge|address)|damaged|broken|not working|(doesn'?t|don'?t|won'?t|didn'?t|isn'?t) (work|load|open|arrive|charge|connect)|stopped working|crash(es|ed|ing)|lost (my|our|the)|missing (item|package|parcel|money|payment|funds)|delayed|cancell?ed (again|my|our)|no (internet|service|signal|connection|power|wifi)|(has|have) not (arrived|been)|locked out|damn\w*|wtf|ffs|fuck\w*|shit\w*|crap\w*|sucks?|pathetic|a joke|annoy\w*|frustrat\w*|fed up|sick of|ridiculous|unacceptable|terrible|awful|horrible|worst|useless|disgust\w*)\b/
+  /\b(charged (me )?twice|double[- ]charged|overcharged|hacked|stolen|fraud\w*|scam(med)?|unauthori[sz]ed|never (arrived|received|came|showed up|got)|(still|yet) (is |are |has |have |was )?(isn'?t|hasn'?t|haven'?t|not|no|nothing|waiting)|wrong (item|order|size|product|amount|charge|address)|damaged|broken|declined|rejected|bounced|not working|(doesn'?t|don'?t|won'?t|didn'?t|isn'?t) (work|load|open|arrive|charge|connect)|stopped working|crash(es|ed|ing)|lost (my|our|the)|missing (item|package|parcel|money|payment|funds)|delayed|cancell?ed (again|my|our)|no (internet|service|signal|connection|power|wifi)|(has|have) not (arrived|been)|locked out|damn\w*|wtf|ffs|fuck\w*|shit\w*|crap\w*|sucks?|pathetic|a joke|annoy\w*|frustrat\w*|fed up|sick of|ridiculous|unacceptable|terrible|awful|horrible|worst|useless|disgust\w*)\b/
 
 /** The customer's last word says it is fixed. */
 const RESOLVED_RE =
@@ -128,7 +128,7 @@ const UNRESOLVED_RE =
  * service down, a deadline or time pressure, a threat to leave, sue, dispute or go public.
  */
 const HIGH_URGENCY_RE =
-  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|by (tonight|tomorrow|today|end of (the )?day)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(for|in) (\d+|two|three|four|five|several) (days|weeks)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my )?money|money (is )?(gone|missing|lost)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)) to (another|a different|your competitor)|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
+  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|by (tonight|tomorrow|today|end of (the )?day)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my )?money|money (is )?(gone|missing|lost)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)) to (another|a different|your competitor)|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
 const HIGH_URGENCY_EXCLAMATIONS = 3
 
 const CURLY_APOSTROPHE_RE = /[\u2018\u2019]/g
@@ -143,11 +143,14 @@ const LONE_SURROGATE_RE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF
 const SURROGATE_RE = /[\uD800-\uDFFF]/
 /** Sentence ends: ., ! or ? (repeated) or a line break, followed by space. Linear: one class, one quantifier each. */
 const SENTENCE_END_RE = /[.!?\u2026]+(?=\s|$)|\n+/g
-/** A greeting and the name after it ("Hi Sarah,", "Hello team -", "Dear John Smith:"), at the very start. */
+/**
+ * A greeting and the name after it ("Hi Sarah,", "Hello team -", "Dear John Smith:"), at the
+ * very start; a capitalised word that usually opens a sentence ("Hello, My card…") is not a name.
+ */
 const LEADING_GREETING_RE =
-  /^(?:[Hh]i|[Hh]ello|[Hh]ey|[Hh]iya|[Dd]ear|[Gg]ood (?:morning|afternoon|evening)|[Gg]reetings)\b[ ,!.:-]*(?:(?:\p{Lu}\p{Ll}[\p{L}'-]{0,20}(?: \p{Lu}\p{Ll}[\p{L}'-]{0,20})?|[Tt]eam|[Tt]here|[Aa]ll|[Gg]uys|[Ff]olks|[Ss]upport|[Ss]ir|[Mm]adam)(?=[ ,!.:-])[ ,!.:-]*)?/u
+  /^(?:[Hh]i|[Hh]ello|[Hh]ey|[Hh]iya|[Dd]ear|[Gg]ood (?:morning|afternoon|evening)|[Gg]reetings)\b[ ,!.:-]*(?:(?:(?!(?:My|The|This|That|We|Our|Your|It|Its|Can|Could|Would|Please|Why|How|What|When|Where|Who|Is|Are|Do|Does|Did|Just|So|Thanks|Thank|There|Yes|No|Ok|Okay|Sorry|Since|After|Today|Hope|Quick|Need|Got|Any)\b)\p{Lu}\p{Ll}[\p{L}'-]{0,20}(?: \p{Lu}\p{Ll}[\p{L}'-]{0,20})?|[Tt]eam|[Tt]here|[Aa]ll|[Gg]uys|[Ff]olks|[Ss]upport|[Ss]ir|[Mm]adam)(?=[ ,!.:-])[ ,!.:-]*)?/u
 /** "my name is Jane Doe": the name is personal data even where nothing else is. */
-const SELF_NAME_RE = /\b(my name is|my name's|this is|i am|i'm) (\p{Lu}[\p{L}'-]{1,20})( \p{Lu}[\p{L}'-]{1,20})?/gu
+const SELF_NAME_RE = /\b([Mm]y name is|[Mm]y name's|[Tt]his is|I am|I'm) (\p{Lu}[\p{L}'-]{1,20})( \p{Lu}[\p{L}'-]{1,20})?/gu
 const ENDS_SENTENCE_RE = /[.!?\u2026]$/
 const SPACE_BEFORE_PUNCT_RE = /\s+([.,!?;:])/g
 /** Words that alone make a turn courtesy, not opinion: "Thanks!", "ok, thank you", "bye". */
