@@ -10,8 +10,9 @@
 // nothing falls back to the agent's text, so it still gets a summary and topics.
 //
 // Which wins when (measured on the dev splits, README "Local models"):
-// - refund and cancellation patterns win over the intent model: they are right almost
-//   every time they fire, and a refund inside a complaint is still a refund request;
+// - refund and cancellation patterns win over the intent model: right 97% and 94% of the
+//   times they fire on the dev split, and they carry the taxonomy's precedence (a refund
+//   asked inside a complaint is a refund request), which one-intent training data cannot;
 // - feature_request, praise and other come from rules and sentiment (no dataset teaches
 //   them): a request to add something; a positive customer with no support request; too
 //   little to go on;
