@@ -142,8 +142,6 @@ const NON_LATIN_LETTER_RE = /[^\P{L}\p{Script=Latin}]/u
 const ISO_639_1_RE = /^[a-z]{2}$/
 const LONE_SURROGATE_RE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
 const SURROGATE_RE = /[\uD800-\uDFFF]/
-/** Sentence ends: ., ! or ? (repeated) or a line break, followed by space. Linear: one class, one quantifier each. */
-const SENTENCE_END_RE = /[.!?\u2026]+(?=\s|$)|\n+/g
 /**
  * A greeting and the name after it ("Hi Sarah,", "Hello team -", "Dear John Smith:"), at the
  * very start; a capitalised word that usually opens a sentence ("Hello, My card…") is not a name.
@@ -382,18 +380,37 @@ function collectTurns(messages: readonly Message[]): Texts {
   return { customer, fallback: customer.length ? [] : agent }
 }
 
-/** Sentences of a text, trimmed, in order; linear (one pass of SENTENCE_END_RE). */
+const isSentenceEnd = (c: number) => c === 46 /* . */ || c === 33 /* ! */ || c === 63 /* ? */ || c === 0x2026 /* … */
+const isBlank = (c: number) => c === 32 || c === 9 || c === 10 || c === 13 || c === 0xa0
+
+/**
+ * Sentences of a text, trimmed, in order: a sentence ends at a run of ".", "!", "?" or "…"
+ * followed by a space (or the end), or at a line break. A hand-written scan because the
+ * regex form (/[.!?]+(?=\s|$)/) backtracks through every run of dots not followed by a
+ * space: quadratic on "....x".
+ */
 function sentences(text: string): string[] {
   const out: string[] = []
-  let last = 0
-  for (const m of text.matchAll(SENTENCE_END_RE)) {
-    const end = m.index + m[0].length
-    const s = text.slice(last, end).trim()
-    if (s) out.push(s)
-    last = end
+  let start = 0
+  let i = 0
+  const push = (end: number) => {
+    const sentence = text.slice(start, end).trim()
+    if (sentence) out.push(sentence)
+    start = end
   }
-  const rest = text.slice(last).trim()
-  if (rest) out.push(rest)
+  while (i < text.length) {
+    const c = text.charCodeAt(i)
+    if (c === 10) {
+      push(i + 1)
+      i++
+    } else if (isSentenceEnd(c)) {
+      let j = i + 1
+      while (j < text.length && isSentenceEnd(text.charCodeAt(j))) j++
+      if (j === text.length || isBlank(text.charCodeAt(j))) push(j)
+      i = j
+    } else i++
+  }
+  push(text.length)
   return out
 }
 

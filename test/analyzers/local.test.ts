@@ -294,6 +294,8 @@ t.test('hostile text at the contract limits never throws and always yields valid
     ['greetings', [user('hi '.repeat(big / 3))]],
     ['exclamations', [user('!'.repeat(big))]],
     ['sentence ends', [user('. '.repeat(big / 2))]],
+    ['dots then a letter', [user(`${'.'.repeat(big - 1)}x`)]],
+    ['spaces then a letter', [user(`${' '.repeat(big - 1)}x`)]],
     ['apostrophes', [user("a'".repeat(big / 2))]],
     ['urls', [user('http://'.repeat(big / 7))]],
     ['many messages', Array.from({ length: 500 }, (_, i) => (i % 2 ? assistant('Sure.') : user(`Still broken! ${'x'.repeat(big - 20)}`)))],
