@@ -16,6 +16,7 @@ COPY tsconfig.json drizzle.config.ts ./
 COPY src/ ./src/
 COPY test/ ./test/
 COPY loadtest/ ./loadtest/
+COPY eval/ ./eval/
 RUN npm run typecheck
 
 # --- runtime: production dependencies only, on a clean tree so nothing from dev leaks in.

@@ -256,11 +256,13 @@ export const TOPIC_RULES = {
 } as const
 
 /**
- * Topics the local analyzer knows and a model should prefer when one fits, so counts from
- * both agree. Others are allowed: support teams have their own subjects.
+ * Topics the local analyzer knows (its lexicon uses only these) and a model should prefer
+ * when one fits, so counts from both agree. Others are allowed: support teams have their
+ * own subjects.
  */
 export const COMMON_TOPICS = [
   'billing',
+  'invoice',
   'refund',
   'payment',
   'pricing',
@@ -289,6 +291,8 @@ export const COMMON_TOPICS = [
   'luggage',
   'booking',
   'games',
+  'battery',
+  'device',
   'app',
   'card',
   'transfer',

@@ -1,10 +1,11 @@
 import t from 'tap'
 import type { AnalysisInput } from '../../src/analyzers/analyzer.ts'
-import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
-import { INTENTS, type InsightFields, type Message, SENTIMENTS, URGENCIES } from '../../src/domain.ts'
+import { createLocalAnalyzer, LOCAL_MODEL, LOCAL_PROMPT_VERSION } from '../../src/analyzers/local.ts'
+import { COMMON_TOPICS, INTENTS, type InsightFields, type Message, SENTIMENT_SCORE_BANDS, SENTIMENTS, URGENCIES } from '../../src/domain.ts'
 
 const user = (content: string): Message => ({ role: 'user', content })
 const assistant = (content: string): Message => ({ role: 'assistant', content })
+const agent = (content: string): Message => ({ role: 'agent', content })
 
 let seq = 0
 const conversation = (...messages: Message[]): AnalysisInput => ({ id: `c${++seq}`, source: 'test', messages })
@@ -24,8 +25,10 @@ function contractViolations(insight: InsightFields): string[] {
   if (!SENTIMENTS.includes(insight.sentiment)) problems.push(`sentiment ${insight.sentiment} not in the enum`)
   const score = insight.sentiment_score
   if (!Number.isFinite(score) || score < -1 || score > 1) problems.push(`score ${score} outside [-1, 1]`)
+  const [min, max] = SENTIMENT_SCORE_BANDS[insight.sentiment] ?? [-1, 1]
+  if (score < min || score > max) problems.push(`score ${score} outside the ${insight.sentiment} band`)
   if (insight.topics.length > 10) problems.push(`${insight.topics.length} topics`)
-  if (!insight.topics.every((topic) => topic.length > 0 && topic === topic.toLowerCase())) problems.push('a topic is empty or not lower-case')
+  if (!insight.topics.every((topic) => (COMMON_TOPICS as readonly string[]).includes(topic))) problems.push('a topic outside the lexicon')
   if (new Set(insight.topics).size !== insight.topics.length) problems.push('duplicate topics')
   if (!(INTENTS as readonly string[]).includes(insight.intent)) problems.push(`intent ${insight.intent} not in the set`)
   if (!URGENCIES.includes(insight.urgency)) problems.push(`urgency ${insight.urgency} not in the enum`)
@@ -35,80 +38,106 @@ function contractViolations(insight: InsightFields): string[] {
   return problems
 }
 
-t.test('identifies itself as the free local analyzer and reports zero cost for every item', async (t) => {
+t.test('identifies itself as local-linear-v2, prompt v2, free, one result per item in order', async (t) => {
   const analyzer = createLocalAnalyzer()
   t.teardown(() => analyzer.close())
-  t.equal(analyzer.model, 'local-lexicon-v1')
-  t.equal(analyzer.promptVersion, 'v1')
+  t.equal(analyzer.model, 'local-linear-v2')
+  t.equal(LOCAL_MODEL, 'local-linear-v2')
+  t.equal(analyzer.promptVersion, 'v2')
+  t.equal(LOCAL_PROMPT_VERSION, 'v2')
   t.equal(analyzer.billable, false)
-  await t.resolves(analyzer.ping(), 'ping resolves')
+  await t.resolves(analyzer.ping(), 'ping resolves: the models load')
 
   const items = [conversation(user('My invoice is wrong.')), conversation(user('Thanks, all good!'))]
   const batch = await analyzer.analyzeBatch(items)
   t.same(batch.usage, { input: 0, output: 0, cost_usd: 0, calls: 0 })
   t.same(
     batch.results.map((r) => r.id),
-    items.map((i) => i.id),
-    'one result per item, in order'
+    items.map((i) => i.id)
   )
   for (const r of batch.results) {
     t.equal(r.ok, true)
-    if (r.ok) {
-      t.same(r.tokens, { input: 0, output: 0 })
-      t.equal(r.cost_usd, 0)
-    }
+    if (r.ok) t.same([r.tokens, r.cost_usd], [{ input: 0, output: 0 }, 0])
   }
-  await t.resolves(analyzer.close(), 'close resolves')
 })
 
-t.test('a complaint about a wrong invoice is negative, filed under billing and invoice, intent complaint', async (t) => {
+t.test('a complaint about a double charge is negative, billing, a complaint and high urgency (money lost)', async (t) => {
   const insight = await analyse(
     user('My invoice is wrong. You charged me twice this month and nobody answers my emails. This is unacceptable!'),
     assistant('I am sorry to hear that, let me check your account.')
   )
   t.equal(insight.sentiment, 'negative')
-  t.ok(insight.sentiment_score < -0.15, `score ${insight.sentiment_score} is below -0.15`)
-  t.same(insight.topics.slice(0, 2), ['billing', 'invoice'], 'lexicon topics come first')
+  t.ok(insight.sentiment_score < -0.05, `score ${insight.sentiment_score} is negative`)
+  t.same(insight.topics.slice(0, 2), ['billing', 'invoice'])
   t.equal(insight.intent, 'complaint')
-  t.equal(insight.urgency, 'medium', 'a complaint is at least medium')
+  t.equal(insight.urgency, 'high')
   t.equal(insight.language, 'en')
 })
 
 t.test('praise is positive with intent praise and low urgency', async (t) => {
-  const insight = await analyse(
-    user('Thank you so much, the new dashboard is amazing and your team was super helpful!'),
-    assistant('Glad to hear it!')
-  )
+  const insight = await analyse(user('Thank you so much, the new dashboard is amazing and your team was super helpful!'), assistant('Glad to hear it!'))
   t.equal(insight.sentiment, 'positive')
-  t.ok(insight.sentiment_score > 0.15, `score ${insight.sentiment_score} is above 0.15`)
+  t.ok(insight.sentiment_score > 0.05)
   t.equal(insight.intent, 'praise')
   t.equal(insight.urgency, 'low')
-  t.ok(insight.topics.includes('dashboard'), 'a frequent noun becomes a topic')
 })
 
-t.test('clearly positive and clearly negative user sentences make the sentiment mixed', async (t) => {
+t.test('a plain request reads neutral: "help" and "want" are not praise', async (t) => {
+  for (const text of ['How do I export my data to a spreadsheet?', 'I want to change the delivery address of my order, can you help?']) {
+    const insight = await analyse(user(text))
+    t.equal(insight.sentiment, 'neutral', text)
+    t.not(insight.intent, 'praise', text)
+  }
+  const rude = await analyse(user('I cannot reset my damn user account pwd'))
+  t.equal(rude.sentiment, 'negative', 'a rude request is negative')
+  t.equal(rude.intent, 'account_help')
+})
+
+t.test('multi-turn: the customer decides; agent politeness and a cheerful bot change nothing', async (t) => {
+  const cheerfulBot = await analyse(user('How do I export my data to CSV?'), assistant('Great question! I love helping with this, it is wonderful and easy!'))
+  t.equal(cheerfulBot.sentiment, 'neutral')
+  const apologeticBot = await analyse(user('I love this product, it is fantastic!'), assistant('Sorry, that is terrible news, awful.'))
+  t.equal(apologeticBot.sentiment, 'positive', "the customer's opinion wins")
+})
+
+t.test('multi-turn: a closing "thanks" does not flip a complaint', async (t) => {
+  const sameTurn = await analyse(user('I was charged twice for the same month. This is terrible. Thanks.'))
+  t.equal(sameTurn.sentiment, 'negative', 'a courtesy sentence in the same message')
+  const closing = await analyse(
+    user('My package was supposed to arrive 3 days ago and it still is not here. Tracking has not updated since Monday.'),
+    assistant('So sorry! Could you DM us your order number?'),
+    user('Sent. Thanks'),
+    user('Thank you!')
+  )
+  t.equal(closing.sentiment, 'negative', 'closing courtesy turns')
+  t.not(closing.intent, 'praise')
+})
+
+t.test('multi-turn: the last customer turn counts, resolved (mixed) versus escalated (negative)', async (t) => {
+  const problem = user('My phone battery will not charge past 50% since the last update, really annoying.')
+  const resolved = await analyse(problem, assistant('Please restart it while plugged in.'), user('That worked, thanks so much!'))
+  t.equal(resolved.sentiment, 'mixed', 'a real problem that ends resolved')
+  t.match(resolved.summary, /Resolved\.$/)
+  const escalated = await analyse(problem, assistant('Please restart it while plugged in.'), user('Tried it, still not working. This is useless.'))
+  t.equal(escalated.sentiment, 'negative')
+  t.match(escalated.summary, /Still unresolved\.$/)
+})
+
+t.test('multi-turn: sarcasm markers count as negative', async (t) => {
+  t.equal((await analyse(user('Great update🙄 now the app crashes every time I open it'))).sentiment, 'negative', 'eye-roll emoji')
+  t.equal((await analyse(user('Great job guys, my flight got cancelled again and my luggage is lost'))).sentiment, 'negative', '"great job" after a failure')
+  t.equal((await analyse(user('Great job on the new release, the team did excellent work!'))).sentiment, 'positive', '"great job" alone is praise')
+})
+
+t.test('praise for one thing and a complaint about another is mixed', async (t) => {
   const insight = await analyse(
     user('I love the new dashboard, it is fantastic.'),
     assistant('Thanks for the feedback!'),
     user('But the billing page is terrible and the export is broken.')
   )
   t.equal(insight.sentiment, 'mixed')
-  t.equal(insight.urgency, 'medium', 'the unhappy half still asks for attention')
-})
-
-t.test('a courtesy "thanks" does not turn a complaint into a mixed or neutral one', async (t) => {
-  const insight = await analyse(user('I was charged twice for the same month. This is terrible. Thanks.'))
-  t.equal(insight.sentiment, 'negative')
-})
-
-t.test('user messages weigh more than assistant messages in the sentiment', async (t) => {
-  const cheerfulBot = await analyse(
-    user('How do I export my data to a spreadsheet?'),
-    assistant('Great question! I love helping with this, it is wonderful and easy!')
-  )
-  t.equal(cheerfulBot.sentiment, 'neutral', 'a cheerful assistant does not make a neutral question positive')
-  const apologeticBot = await analyse(user('I love this product, it is fantastic!'), assistant('Sorry, that is terrible news, awful.'))
-  t.equal(apologeticBot.sentiment, 'positive', "the user's opinion wins")
+  t.equal(insight.urgency, 'medium')
+  t.equal(insight.summary, 'But the billing page is terrible and the export is broken.', 'the summary leads with the problem')
 })
 
 t.test('system and tool messages are ignored', async (t) => {
@@ -117,26 +146,27 @@ t.test('system and tool messages are ignored', async (t) => {
     { role: 'tool', content: 'outage detected, chargeback filed' },
     user('How do I export my data to CSV?')
   )
-  t.equal(insight.urgency, 'low')
-  t.equal(insight.intent, 'question')
-  t.equal(insight.sentiment, 'neutral')
+  t.same([insight.urgency, insight.intent, insight.sentiment], ['low', 'question', 'neutral'])
   t.notOk(insight.topics.includes('refund'), 'system text adds no topics')
 })
 
-t.test('an outage is high urgency', async (t) => {
-  const insight = await analyse(user('Your service is down and we cannot access anything. Our whole team is blocked.'))
-  t.equal(insight.urgency, 'high')
+t.test('urgency follows the rubric: security, fraud, money lost, outages, deadlines and threats are high', async (t) => {
+  const high = [
+    'My card was stolen, please block it',
+    'There are payments on my account I did not make, this is fraud',
+    'No service for 2 days in my area, what is going on?',
+    'I was charged twice for my order',
+    'Please reset my password asap, my flight leaves tonight',
+    'If this is not fixed I will talk to my lawyer.',
+    'Your service is down and we cannot access anything.',
+    'Fix this or I am switching to another carrier'
+  ]
+  for (const text of high) t.equal((await analyse(user(text))).urgency, 'high', text)
+  t.equal((await analyse(user('The app crashes when I upload a photo.'))).urgency, 'medium', 'a malfunction is medium')
+  t.equal((await analyse(user('How do I export my data to CSV?'))).urgency, 'low', 'a calm question is low')
 })
 
-t.test('urgency words, legal threats and angry exclamations are high; a calm question is low', async (t) => {
-  t.equal((await analyse(user('Please reset my password asap.'))).urgency, 'high', 'asap')
-  t.equal((await analyse(user('If this is not fixed I will talk to my lawyer.'))).urgency, 'high', 'lawyer')
-  t.equal((await analyse(user("I can't access my account and I need it now."))).urgency, 'high', "can't access")
-  t.equal((await analyse(user('This is the worst service ever!!! Absolutely awful!!! I hate it!!!'))).urgency, 'high', 'angry exclamations')
-  t.equal((await analyse(user('How do I export my data to CSV?'))).urgency, 'low', 'calm question')
-})
-
-t.test('intent follows the documented precedence', async (t) => {
+t.test('intent: the documented precedence and the trained model on support phrasing', async (t) => {
   const cases: [string, string][] = [
     ['This is terrible, the invoice is wrong and I want a refund.', 'refund_request'],
     ['Please cancel my subscription at the end of the month.', 'cancellation'],
@@ -145,68 +175,93 @@ t.test('intent follows the documented precedence', async (t) => {
     ['It would be great if you could add a dark mode.', 'feature_request'],
     ['I am looking to buy the premium plan, how much is it?', 'purchase'],
     ['Where can I find the API documentation?', 'question'],
-    ['My order number is 1234.', 'other']
+    ['My order number is 1234.', 'other'],
+    ['my transfer to my landlord failed twice today', 'bug_report'],
+    ['I forgot my passcode and now the app is locked', 'account_help'],
+    ['what are the fees for sending money abroad?', 'question'],
+    ['I would like to order a new physical card', 'purchase'],
+    ['Your delivery driver was rude and left my parcel in the rain', 'complaint']
   ]
   for (const [text, intent] of cases) t.equal((await analyse(user(text))).intent, intent, text)
 })
 
-t.test('topics: at most 10, lower-case, lexicon hits first, idioms and greetings skipped', async (t) => {
-  const many = await analyse(
-    user(
-      'My invoice and refund, the payment and pricing of the subscription, the cancellation, my login, ' +
-        'account and password, a bug and a crash, slow performance, shipping, delivery and my order, a return, ' +
-        'the API integration, security, privacy, onboarding, support and documentation.'
-    )
-  )
-  t.equal(many.topics.length, 10, 'capped at 10')
-
-  const idiom = await analyse(user('Hi Sarah. In order to use the Zapier integration I need the API docs for Stripe.'))
-  t.notOk(idiom.topics.includes('order'), '"in order to" is not about an order')
-  t.notOk(idiom.topics.includes('sarah'), 'the name after a greeting is not a topic')
-  t.same(
-    idiom.topics.slice(0, 3),
-    ['integration', 'api', 'documentation'],
-    'lexicon hits by count (Zapier is an integration too), ties alphabetical'
-  )
-  t.ok(idiom.topics.includes('stripe'), 'a proper noun elsewhere is a topic')
+t.test('topics: lexicon subjects only, wrong hits fixed, support domains covered', async (t) => {
+  const topicsOf = async (text: string) => (await analyse(user(text))).topics
+  t.same(await topicsOf('My phone battery is not charging, it charged fine yesterday'), ['battery', 'device'], 'battery "charged" is not billing')
+  t.ok((await topicsOf('You charged my card twice for one order')).includes('billing'), '"you charged me" is billing')
+  const carrier = await topicsOf('My carrier has no signal in my area since Monday')
+  t.ok(carrier.includes('mobile network') && !carrier.includes('shipping'), 'a carrier with no signal is telecom, not shipping')
+  const covered: [string, string][] = [
+    ['The wifi keeps disconnecting every hour', 'connectivity'],
+    ['Is there an outage? Nothing loads', 'outage'],
+    ['Netflix keeps buffering on every episode', 'streaming'],
+    ['The airline lost my luggage on the flight to Rome', 'luggage'],
+    ['I booked a hotel and the reservation disappeared', 'travel'],
+    ['The game disconnects in multiplayer on my Xbox', 'games'],
+    ['My parcel was delivered to the wrong address', 'delivery'],
+    ['Someone hacked my account, please secure it', 'security'],
+    ['I cannot sign in to my account', 'login']
+  ]
+  for (const [text, topic] of covered) t.ok((await topicsOf(text)).includes(topic), `${topic}: ${text}`)
+  t.same(await topicsOf('In order to use it I need to return to the start'), [], 'idioms: "in order to", "return to"')
 })
 
-t.test('summary is extracted from user sentences and is at most 280 characters', async (t) => {
-  const long =
-    'I have been a customer for many years, however recently the invoices I receive each month contain charges for ' +
-    'services that I never ordered and never used, and when I call the support line nobody is able to explain where ' +
-    'these charges come from or how to remove them from my account, which is very frustrating.'
+t.test('topics never carry names, handles, emails, numbers or filler words', async (t) => {
+  const insight = await analyse(
+    user(
+      "Hi Sarah, I'm John Smith (@johnny_s, john.smith@example.com, +1 555 123 4567). Order 123456789 &amp; my invoice are wrong. " +
+        'Lol amp i\'m ok yeah. Call Mike at the Boston office, my account is 4111 1111 1111 1111.'
+    )
+  )
+  t.ok(insight.topics.length > 0)
+  for (const topic of insight.topics) {
+    t.ok((COMMON_TOPICS as readonly string[]).includes(topic), `${topic} is a lexicon subject`)
+    t.notMatch(topic, /sarah|john|smith|mike|boston|johnny|@|\d|amp|i'm|lol/, `${topic} carries no personal data or junk`)
+  }
+})
+
+t.test('summary: the first substantive problem, greeting and names dropped, personal data masked', async (t) => {
   const insight = await analyse(
     user('Hello.'),
     assistant('Welcome to Acme support, the assistant sentence that must never appear in the summary.'),
-    user(long),
-    user('My order number is 1234.')
+    user(
+      'Hi Sarah, @AcmeHelp my card 4111 1111 1111 1111 was charged twice &amp; nobody replies to john.doe@example.com or +44 7700 900123. ' +
+        'See https://example.com/ticket/42 for account 12345678.'
+    ),
+    user('It works now, thanks!')
   )
-  t.ok(insight.summary.length <= 280, `summary is ${insight.summary.length} characters`)
-  t.ok(insight.summary.endsWith('…'), 'a cut summary ends with an ellipsis')
-  t.ok(long.startsWith(insight.summary.slice(0, -1).trimEnd()), 'the summary is the top user sentence, cut at a word boundary')
-  t.notMatch(insight.summary, /assistant sentence/)
+  t.equal(insight.summary, 'My card [card] was charged twice & nobody replies to [email] or [phone]. See for account [number]. Resolved.')
+  t.notMatch(insight.summary, /Sarah|@|http|4111|john|7700|12345678|assistant sentence/)
 
-  const short = await analyse(user('Hi there.'), user('The app crashes when I upload a photo. It started after the update.'))
-  t.equal(short.summary, 'The app crashes when I upload a photo. It started after the update.', 'two best sentences in order, greeting dropped')
+  const named = await analyse(user('Hello, my name is Jane Doe and my internet has been down since Monday.'))
+  t.notMatch(named.summary, /Jane|Doe/, 'a self-introduction is masked')
+  t.match(named.summary, /^My name is \[name\]/)
 })
 
-t.test('summary is never empty', async (t) => {
-  t.equal((await analyse(user('   '), assistant(''))).summary, '(no text)', 'nothing to say at all')
-  t.equal((await analyse(assistant('Hello, how can I help?'))).summary, 'Hello, how can I help?', 'no user text: the assistant speaks')
+t.test('summary: at most 280 characters, cut at a word, never empty', async (t) => {
+  const long =
+    'I have been a customer for many years however recently the invoices I receive each month contain charges for ' +
+    'services that I never ordered and never used and when I call the support line nobody is able to explain where ' +
+    'these charges come from or how to remove them from my account which is very frustrating and I want answers'
+  const insight = await analyse(user(long))
+  t.ok(insight.summary.length <= 280, `summary is ${insight.summary.length} characters`)
+  t.ok(insight.summary.endsWith('…'))
+  t.ok(long.startsWith(insight.summary.slice(0, -1).trimEnd()))
+  t.equal((await analyse(user('   '), assistant(''))).summary, '(no text)')
+  t.equal((await analyse(assistant('Hello, how can I help?'))).summary, 'How can I help?', 'no customer text: the agent speaks')
   t.equal((await analyse(user('😡😡😡'))).summary, '😡😡😡')
 })
 
-t.test('language: French and Spanish are told apart from English', async (t) => {
+t.test('language: French and Spanish are told apart from English; short English phrases stay English', async (t) => {
   t.equal((await analyse(user('Bonjour, ma facture est fausse. Je veux un remboursement rapidement, merci.'))).language, 'fr')
   t.equal((await analyse(user('Hola, mi factura está mal y quiero un reembolso de mi dinero, por favor.'))).language, 'es')
-  t.equal((await analyse(user('Hello, my invoice is wrong and I would like a refund please.'))).language, 'en')
+  t.equal((await analyse(user('a warm, funny, engaging film'))).language, 'en')
   t.equal((await analyse(user('ok'))).language, 'und', 'too short to tell')
   const french = await analyse(user('Bonjour, ma facture est fausse. Je veux un remboursement rapidement, merci.'))
-  t.ok(french.topics.includes('invoice') && french.topics.includes('refund'), 'the lexicon knows a few French money words')
+  t.same([french.sentiment, french.intent], ['neutral', 'refund_request'], 'English models stay silent; the multilingual refund rule still applies')
 })
 
-t.test('deterministic: the same input twice gives identical output', async (t) => {
+t.test('deterministic: the same input twice gives byte-identical output', async (t) => {
   const items = [
     conversation(user('My invoice is wrong!'), assistant('Sorry, checking.'), user('Please hurry, this is urgent.')),
     conversation(user('I love the product but the delivery was terrible.')),
@@ -215,40 +270,41 @@ t.test('deterministic: the same input twice gives identical output', async (t) =
   ]
   const first = await createLocalAnalyzer().analyzeBatch(items)
   const second = await createLocalAnalyzer().analyzeBatch(structuredClone(items))
-  t.same(second, first)
-  t.equal(JSON.stringify(second), JSON.stringify(first), 'byte-identical once serialised')
+  t.equal(JSON.stringify(second), JSON.stringify(first))
 })
 
-t.test('odd text never throws and always yields valid fields', async (t) => {
+// A super-linear pattern on these inputs runs for minutes (the FACTS note: 2,500 "@" take
+// 10 s); tap's per-test timeout turns that into a failure without a timing assertion.
+t.test('hostile text at the contract limits never throws and always yields valid fields', { timeout: 60_000 }, async (t) => {
+  const big = 32_000
   const odd: [string, Message[]][] = [
     ['no messages', []],
-    ['empty strings', [user(''), assistant('')]],
-    ['whitespace only', [user(' \n\t ')]],
+    ['empty strings', [user(''), agent('')]],
     ['emoji only', [user('😀🎉👍🏽👨‍👩‍👧‍👦🏳️‍🌈')]],
     ['Arabic', [user('مرحبا، فاتورتي خاطئة! أريد استرداد المال فوراً')]],
-    ['Hebrew', [user('שלום, החשבונית שלי שגויה ואני רוצה החזר')]],
     ['mixed directions', [user('My invoice \u202Eis wrong\u202C: فاتورة #42 שגויה!')]],
     ['lone surrogates', [user('broken \uD800 text \uDC00 here \uDBFF'), assistant('\uDFFF')]],
-    ['combining marks', [user('e\u0301\u0301\u0301\u0301 Z\u0336a\u0336l\u0336g\u0336o\u0336')]],
-    ['zero-width and BOM', [user('\uFEFF\u200B\u200D\u2060')]],
     ['control characters', [user('bell\u0007 escape\u001B[31m red \u007F')]],
-    ['punctuation only', [user('?!?!... ---- !!!')]],
-    ['digits only', [user('1234 5678 90')]],
-    ['one long word', [user('x'.repeat(50_000))]],
-    ['very long text', [user('My invoice is wrong and the app crashes. '.repeat(2_000)), assistant('ok '.repeat(20_000))]],
-    ['many messages', Array.from({ length: 500 }, (_, i) => (i % 2 ? assistant('Sure.') : user('Still broken!')))],
-    ['only system and tool', [{ role: 'system', content: 'be nice' }, { role: 'tool', content: '{"ok":true}' }]],
+    ['one long word', [user('x'.repeat(big))]],
+    ['at signs', [user('@'.repeat(big))]],
+    ['emails without domains', [user('a@'.repeat(big / 2))]],
+    ['digits and spaces', [user('1 '.repeat(big / 2))]],
+    ['dots', [user('a.'.repeat(big / 2))]],
+    ['entities', [user('&amp;'.repeat(big / 5))]],
+    ['greetings', [user('hi '.repeat(big / 3))]],
+    ['exclamations', [user('!'.repeat(big))]],
+    ['sentence ends', [user('. '.repeat(big / 2))]],
+    ['dots then a letter', [user(`${'.'.repeat(big - 1)}x`)]],
+    ['spaces then a letter', [user(`${' '.repeat(big - 1)}x`)]],
+    ['apostrophes', [user("a'".repeat(big / 2))]],
+    ['urls', [user('http://'.repeat(big / 7))]],
+    ['many messages', Array.from({ length: 500 }, (_, i) => (i % 2 ? assistant('Sure.') : user(`Still broken! ${'x'.repeat(big - 20)}`)))],
     ['not a string', [{ role: 'user', content: undefined as unknown as string }]],
     ['unknown role', [{ role: 'robot' as Message['role'], content: 'beep' }, user('hi')]]
   ]
-  const analyzer = createLocalAnalyzer()
-  const started = performance.now()
-  const { results } = await analyzer.analyzeBatch(odd.map(([id, messages]) => ({ id, source: 'test', messages })))
-  t.ok(performance.now() - started < 5_000, 'bounded time even for huge input')
+  const { results } = await createLocalAnalyzer().analyzeBatch(odd.map(([id, messages]) => ({ id, source: 'test', messages })))
   t.equal(results.length, odd.length)
-  for (const r of results) {
-    t.same(r.ok ? contractViolations(r.insight) : r, [], r.id)
-  }
+  for (const r of results) t.same(r.ok ? contractViolations(r.insight) : r, [], r.id)
 })
 
 t.test('an aborted signal stops the batch before any work', async (t) => {
