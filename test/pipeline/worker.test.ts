@@ -167,12 +167,14 @@ t.test('an item failing alone is counted under its real cause', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload: { conversations: [conversation(), conversation()] } })
   const ids: string[] = res.json().results.map((r: { id: string }) => r.id)
   await app.pipeline.worker.start()
-  const failed = await waitFor(async () => {
-    const r = await app.repos.conversations.getById(ids[1]!)
-    return r?.status === 'failed' && r
+  // which conversation the answer drops depends on the order of the claim: either may
+  const [failed, other] = await waitFor(async () => {
+    const rows = await Promise.all(ids.map((id) => app.repos.conversations.getById(id)))
+    const dead = rows.find((r) => r?.status === 'failed')
+    return dead && rows.every((r) => r?.status === 'failed' || r?.status === 'analyzed') && [dead, rows.find((r) => r !== dead)!]
   })
-  t.match(failed.lastError, /model endpoint answered 500/)
-  t.equal((await app.repos.conversations.getById(ids[0]!))?.status, 'analyzed', 'the rest of the batch went through')
+  t.match(failed!.lastError, /model endpoint answered 500/)
+  t.equal(other?.status, 'analyzed', 'the rest of the batch went through')
   const metric = await app.metrics.analysisFailures.get()
   t.same(
     Object.fromEntries(metric.values.map((v) => [v.labels.reason, v.value])),
