@@ -8,5 +8,8 @@ app.post('/api/v1/conversations', async (req, reply) => {
   const body = req.body as { source?: string }
   return reply.code(202).send({ id: String(++n), status: 'pending', source: body.source })
 })
-await app.listen({ port: Number(process.env.PORT ?? 3999), host: '127.0.0.1' })
-process.stdout.write('ready\n')
+// the bench's readiness probe: which process answers
+app.get('/', async () => ({ pid: process.pid }))
+const url = await app.listen({ port: Number(process.env.PORT ?? 3999), host: '127.0.0.1' })
+// as src/server.ts does: a parent with an IPC channel learns the address from this process itself
+process.send?.({ type: 'listening', url, pid: process.pid })

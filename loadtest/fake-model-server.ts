@@ -6,6 +6,7 @@
 //
 // CLI: node --import tsx loadtest/fake-model-server.ts --port 8089 --latency-ms 300
 // At runtime, GET /_fake/stats, POST /_fake/behaviour (JSON partial), POST /_fake/reset.
+import { EventEmitter } from 'node:events'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
@@ -79,11 +80,24 @@ export interface FakeStats {
   callTimes: number[]
 }
 
+/**
+ * What a test can wait on instead of polling stats or sleeping: 'call' when a chat call
+ * arrives (stats already counted), 'answer' with the status just before it is sent (a
+ * behaviour set in a listener applies to the next call, never to this one), 'abort' when
+ * the client gave up on a call.
+ */
+export interface FakeEvents {
+  call: []
+  answer: [status: number]
+  abort: []
+}
+
 export interface FakeModelServer {
   /** base URL ending in /v1, as MODEL_BASE_URL expects */
   url: string
   port: number
   stats: FakeStats
+  events: EventEmitter<FakeEvents>
   setBehaviour(partial: Partial<FakeBehaviour>): void
   /** zero the stats and restore the behaviour and PRNG seed given at start */
   reset(): void
@@ -147,6 +161,7 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
   let random = seededRandom(seed)
   const stats = emptyStats()
   const timers = new Set<NodeJS.Timeout>()
+  const events = new EventEmitter<FakeEvents>()
   let completionSeq = 0
 
   const setBehaviour = (partial: Partial<FakeBehaviour>) => {
@@ -203,10 +218,14 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
       stats.inFlight--
     }
     res.on('close', () => {
-      if (!res.writableFinished) stats.aborted++
-      finish()
+      if (!res.writableFinished) {
+        stats.aborted++
+        finish()
+        events.emit('abort')
+      } else finish()
     })
     stats.lastAuthorization = typeof req.headers.authorization === 'string'
+    events.emit('call')
     const raw = await readBody(req).catch(() => null)
     const body = raw === null ? undefined : parseJson(raw)
     stats.lastRequest = isRecord(body) ? body : null
@@ -219,6 +238,7 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
 
     const answer = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
       stats.byStatus[status] = (stats.byStatus[status] ?? 0) + 1
+      events.emit('answer', status)
       sendJson(res, status, payload, headers)
     }
     if (b.requireApiKey !== null && req.headers.authorization !== `Bearer ${b.requireApiKey}`) {
@@ -304,6 +324,7 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
     url: `http://${urlHost}:${bound}/v1`,
     port: bound,
     stats,
+    events,
     setBehaviour,
     reset,
     async close() {

@@ -8,7 +8,7 @@ import Fastify, { LogController } from 'fastify'
 import type { Logger } from 'pino'
 import type { Analyzer } from './analyzers/analyzer.ts'
 import type { Config } from './config.ts'
-import type { Database } from './db/client.ts'
+import { type Database, openDatabase } from './db/client.ts'
 import { createLogger } from './logger.ts'
 import authPlugin from './plugins/auth.ts'
 import databasePlugin from './plugins/database.ts'
@@ -25,6 +25,7 @@ import conversationsRoutes from './routes/conversations.ts'
 import exportRoutes from './routes/export.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
+import keysRoutes from './routes/keys.ts'
 import streamRoutes from './routes/stream.ts'
 import taxonomyRoutes from './routes/taxonomy.ts'
 import { createBodyAjv, createQueryAjv } from './validation.ts'
@@ -35,6 +36,8 @@ export interface AppDeps {
   logger?: Logger
   /** an already-open database (tests share one PGlite across apps); the caller closes it */
   database?: Database
+  /** how to open the database when none is given (tests slow it down to prove a slow start) */
+  openDatabase?: typeof openDatabase
   analyzer?: Analyzer
 }
 
@@ -66,6 +69,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
     // above common load balancers' 60 s idle timeout, so the balancer closes first
     keepAliveTimeout: 72_000,
     return503OnClosing: true,
+    // avvio's 10 s per plugin is too short for PGlite plus migrations on a busy small machine
+    pluginTimeout: config.PLUGIN_TIMEOUT_MS,
     // bad URLs and over-long path parameters fail before routing: answer them in the contract's shape too
     frameworkErrors: (err, req, reply) => sendError(req, reply, toAppError(err))
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -93,7 +98,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   // external plugins and resources, in close order: database closes last
   await app.register(securityPlugin, { config })
   await app.register(openapiPlugin, { version: VERSION })
-  await app.register(databasePlugin, { config, logger, database: deps.database })
+  await app.register(databasePlugin, { config, logger, database: deps.database, open: deps.openDatabase ?? openDatabase })
   await app.register(metricsPlugin, { config })
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
   await app.register(errorsPlugin)
@@ -110,6 +115,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(taxonomyRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
+  await app.register(keysRoutes)
   await app.register(consoleRoutes)
 
   await app.ready()

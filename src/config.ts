@@ -4,6 +4,7 @@
 import { hostname } from 'node:os'
 import envSchema from 'env-schema'
 import { type Static, Type } from 'typebox'
+import { TIERS, type Tier } from './domain.ts'
 
 const Int = (def: number, min: number, max: number, description: string) =>
   Type.Integer({ default: def, minimum: min, maximum: max, description })
@@ -18,6 +19,12 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: 'extra comma-separated log paths to redact (PII), on top of authorization headers and keys'
   }),
+  PLUGIN_TIMEOUT_MS: Int(
+    0,
+    0,
+    3_600_000,
+    'how long one start-up step (opening the database, migrating) may take before the start fails; 0 = no limit, so a slow machine or a small container starts however slowly (Fastify\'s 10 s default failed cold starts of PGlite on a busy 2-core machine); a slow step says so in the log every 10 s'
+  ),
   INSTANCE_ID: Type.String({
     default: `${hostname()}-${process.pid}`,
     minLength: 1,
@@ -154,6 +161,30 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   parseModelPrices(parsed.MODEL_PRICES) // validates format early
   return Object.freeze(parsed)
+}
+
+/** What one key may do, by its tier: requests per RATE_LIMIT_WINDOW_MS and new conversations per UTC day and month. */
+export interface TierLimits {
+  reads: number
+  /** ingest costs model money downstream: RATE_LIMIT_INGEST_FACTOR of reads, at least 1 */
+  ingests: number
+  daily: number
+  monthly: number
+}
+
+/**
+ * The one tier → limits table, read by the rate limiter, the quotas and the usage report.
+ * `anonymous` is a client without a key (AUTH=off): per-IP request limits, and no quotas,
+ * since quotas are counted per key.
+ */
+export function tierLimits(config: Config): { tiers: Readonly<Record<Tier, TierLimits>>; anonymous: Omit<TierLimits, 'daily' | 'monthly'> } {
+  const requests = (reads: number) => ({ reads, ingests: Math.max(1, Math.floor(reads * config.RATE_LIMIT_INGEST_FACTOR)) })
+  const row: Record<Tier, TierLimits> = {
+    free: { ...requests(config.RATE_LIMIT_FREE), daily: config.QUOTA_FREE_DAILY, monthly: config.QUOTA_FREE_MONTHLY },
+    pro: { ...requests(config.RATE_LIMIT_PRO), daily: config.QUOTA_PRO_DAILY, monthly: config.QUOTA_PRO_MONTHLY },
+    enterprise: { ...requests(config.RATE_LIMIT_ENTERPRISE), daily: config.QUOTA_ENTERPRISE_DAILY, monthly: config.QUOTA_ENTERPRISE_MONTHLY }
+  }
+  return { tiers: Object.freeze(Object.fromEntries(TIERS.map((t) => [t, Object.freeze(row[t])])) as Record<Tier, TierLimits>), anonymous: requests(config.RATE_LIMIT_ANONYMOUS) }
 }
 
 /** "grok-4=3/15,gpt-4o-mini=0.15/0.6" → map of USD per million tokens. */

@@ -21,17 +21,37 @@ export const AGENT_ROLES: ReadonlySet<Role> = new Set(['assistant', 'agent'])
 /** Plumbing (instructions to a bot, tool output): never analysed, never sent to a model. */
 export const IGNORED_ROLES: ReadonlySet<Role> = new Set(['system', 'tool'])
 
-export interface Message {
-  role: Role
-  content: string
-  at?: string
-}
+/**
+ * One message as stored and analysed. The ingest route adds the configured size limits to
+ * this schema; responses and the OpenAPI document use it as is.
+ */
+export const MessageSchema = Type.Object(
+  {
+    role: literals(ROLES),
+    content: Type.String(),
+    at: Type.Optional(Type.String({ format: 'date-time' }))
+  },
+  { additionalProperties: false }
+)
+export type Message = Static<typeof MessageSchema>
 
 export const CONVERSATION_STATUSES = ['pending', 'processing', 'analyzed', 'skipped', 'failed'] as const
 export type ConversationStatus = (typeof CONVERSATION_STATUSES)[number]
+/** What ingest stores: the prefilter's verdict, taken once and kept (the worker never re-judges). */
+export const INGEST_STATUSES = ['pending', 'skipped'] as const satisfies readonly ConversationStatus[]
+export type IngestStatus = (typeof INGEST_STATUSES)[number]
 /** Statuses that still hold work or need an operator: counted for the backlog gauge and /health. */
 export const BACKLOG_STATUSES = ['pending', 'processing', 'failed'] as const satisfies readonly ConversationStatus[]
 export type BacklogStatus = (typeof BACKLOG_STATUSES)[number]
+
+// ---------------------------------------------------------------------------------------
+// API keys: what a key may do (scopes) and which limits it gets (tiers; the limits per
+// tier are configuration, see tierLimits in config.ts).
+
+export const SCOPES = ['ingest', 'read', 'admin'] as const
+export type Scope = (typeof SCOPES)[number]
+export const TIERS = ['free', 'pro', 'enterprise'] as const
+export type Tier = (typeof TIERS)[number]
 
 // ---------------------------------------------------------------------------------------
 // Sentiment: the customer's feeling over the whole conversation.
@@ -327,3 +347,15 @@ export const InsightSchema = Type.Object({
   created_at: Type.String({ format: 'date-time' })
 })
 export type Insight = Static<typeof InsightSchema>
+
+const INSIGHT_FIELD_NAMES = Object.keys(InsightFieldsSchema.properties) as (keyof InsightFields)[]
+
+/**
+ * Exactly the insight's fields of `source` (a stored row, a cached or a fresh insight),
+ * nothing else: the one place that walks the field list, so no caller writes it out again.
+ */
+export function pickInsightFields(source: InsightFields): InsightFields {
+  const out: Record<string, unknown> = {}
+  for (const k of INSIGHT_FIELD_NAMES) out[k] = source[k]
+  return out as InsightFields
+}

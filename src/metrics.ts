@@ -1,6 +1,7 @@
 // Every metric Gleaner exports, defined once on a Registry per app instance (tests build
 // many apps in one process; a global registry would collide). Names and labels are the
-// contract's (../shared/API.md); label values are bounded sets, never ids or raw URLs.
+// contract's (docs/api.md, kept in step by test/docs/api.test.ts); label values are bounded
+// sets, never ids or raw URLs.
 import client from 'prom-client'
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -105,7 +106,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     analysisFailures: new client.Counter({
       name: 'gleaner_analysis_failures_total',
-      help: 'Failed analysis attempts, by reason',
+      help: 'Failed analysis attempts, by reason: a failed batch counts once, a conversation failing alone once each; dead_letter when one runs out of attempts',
       labelNames: ['reason'] as const,
       registers: r
     }),
@@ -117,7 +118,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     workerPaused: new client.Gauge({
       name: 'gleaner_worker_paused',
-      help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted)',
+      help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted, database_unavailable)',
       labelNames: ['reason'] as const,
       registers: r
     }),

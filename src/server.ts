@@ -2,6 +2,7 @@
 // in-flight batches finish (bounded), release claims, close the pool.
 import closeWithGrace from 'close-with-grace'
 import { ConfigError, loadConfig } from './config.ts'
+import { SCOPES } from './domain.ts'
 import { createLogger } from './logger.ts'
 
 let config: ReturnType<typeof loadConfig>
@@ -30,15 +31,24 @@ closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS + 5_000, logger }, async ({ s
   await stopTracing?.()
 })
 
-// Zero-setup start: a database without any key gets one admin key, printed once, so the
-// first curl works without reading about the CLI.
+// Zero-setup start: a database without any key gets one admin key, printed once (after
+// listening, with the address to use), so the first curl works without reading about the CLI.
+let firstKey: string | undefined
 if (config.AUTH === 'on' && (await app.repos.apiKeys.count()) === 0) {
-  const { key, record } = await app.repos.apiKeys.create({ name: 'bootstrap-admin', scopes: ['ingest', 'read', 'admin'], tier: 'enterprise' })
+  const { key, record } = await app.repos.apiKeys.create({ name: 'bootstrap-admin', scopes: [...SCOPES], tier: 'enterprise' })
   logger.warn({ audit: 'key_created', key_id: record.id, key_prefix: record.prefix }, 'no API key existed: created an admin key')
-  process.stdout.write(
-    `\nGleaner created its first API key (scopes ingest,read,admin). It is shown only this once:\n\n    ${key}\n\n` +
-      'Use it as "Authorization: Bearer <key>". Create more with: npm run keys -- create --name NAME --scopes ingest,read\n\n'
-  )
+  firstKey = key
 }
 
-await app.listen({ port: config.PORT, host: config.HOST })
+const address = await app.listen({ port: config.PORT, host: config.HOST })
+// A parent that started this process with an IPC channel (the bench, with PORT=0) learns
+// the address from the process itself, so it can never mistake another server for it.
+process.send?.({ type: 'listening', url: address, pid: process.pid, instance_id: config.INSTANCE_ID })
+
+if (firstKey) {
+  process.stdout.write(
+    `\nGleaner created its first API key (scopes ${SCOPES.join(',')}). It is shown only this once:\n\n    ${firstKey}\n\n` +
+      'Use it as "Authorization: Bearer <key>". While this server runs, create more through it:\n' +
+      `    GLEANER_ADMIN_KEY=<this key> npm run keys -- create --name NAME --scopes ingest,read --url ${address}\n\n`
+  )
+}

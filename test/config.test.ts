@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigError, loadConfig, parseModelPrices } from '../src/config.ts'
+import { ConfigError, loadConfig, parseModelPrices, tierLimits } from '../src/config.ts'
 
 t.test('defaults need nothing and give the documented values', async (t) => {
   const c = loadConfig({})
@@ -26,11 +26,32 @@ t.test('a bad value stops the start with a message naming the variable', async (
   t.throws(() => loadConfig({ BATCH_MIN: '50', BATCH_MAX: '10' }), /BATCH_MIN/)
   t.throws(() => loadConfig({ MODEL_PROVIDER: 'openai-compatible' }), /MODEL_BASE_URL/)
   t.throws(() => loadConfig({ MODEL_PRICES: 'nonsense' }), { name: 'ConfigError', message: /MODEL_PRICES/ })
-  t.ok(new ConfigError('x') instanceof Error)
+})
+
+t.test('every invalid configuration throws a ConfigError, which the server turns into exit code 78', async (t) => {
+  for (const env of [{ PORT: 'eighty' }, { PORT: '70000' }, { AUTH: 'maybe' }, { BATCH_MIN: '50', BATCH_MAX: '10' }, { MODEL_PROVIDER: 'openai-compatible' }]) {
+    t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))
+  }
 })
 
 t.test('model prices parse per model', async (t) => {
   const p = parseModelPrices('grok-4=3/15, gpt-4o-mini=0.15/0.6')
   t.same(p.get('grok-4'), { input: 3, output: 15 })
   t.same(p.get('gpt-4o-mini'), { input: 0.15, output: 0.6 })
+})
+
+t.test('one table gives every tier its request limits and quotas, from the documented defaults', async (t) => {
+  const { tiers, anonymous } = tierLimits(loadConfig({}))
+  t.same(tiers, {
+    free: { reads: 60, ingests: 30, daily: 1_000, monthly: 20_000 },
+    pro: { reads: 600, ingests: 300, daily: 100_000, monthly: 2_000_000 },
+    enterprise: { reads: 6_000, ingests: 3_000, daily: 10_000_000, monthly: 200_000_000 }
+  })
+  t.same(anonymous, { reads: 600, ingests: 300 })
+})
+
+t.test('ingest limits follow RATE_LIMIT_INGEST_FACTOR and never drop to 0', async (t) => {
+  const { tiers } = tierLimits(loadConfig({ RATE_LIMIT_FREE: '3', RATE_LIMIT_INGEST_FACTOR: '0.1', RATE_LIMIT_PRO: '1000' }))
+  t.equal(tiers.free.ingests, 1)
+  t.equal(tiers.pro.ingests, 100)
 })

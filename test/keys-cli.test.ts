@@ -1,5 +1,6 @@
 // The keys CLI as an operator runs it: create prints the key alone on the last line,
-// list shows it without the secret, revoke takes it out of service.
+// list shows it without the secret, revoke takes it out of service. (While a server holds
+// the PGlite folder: keys-cli-server.test.ts.)
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import t from 'tap'

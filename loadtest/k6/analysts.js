@@ -1,4 +1,4 @@
-// k6 load test: analysts reading what Gleaner produced (API.md, "Analysts").
+// k6 load test: analysts reading what Gleaner produced (docs/api.md, "Analysts").
 //
 //   GLEANER_URL=http://127.0.0.1:3000 GLEANER_API_KEY=gln_... k6 run loadtest/k6/analysts.js
 //

@@ -1,4 +1,4 @@
-// k6 load test: producers pushing conversations into Gleaner (API.md, "Producers").
+// k6 load test: producers pushing conversations into Gleaner (docs/api.md, "Producers").
 //
 //   k6 run loadtest/k6/producers.js
 //   GLEANER_URL=http://127.0.0.1:3000 GLEANER_API_KEY=gln_... PEAK_RATE=20 k6 run loadtest/k6/producers.js

@@ -14,17 +14,28 @@ export interface TokenUsage {
   output: number
 }
 
+export type ModelFailureKind = 'error' | 'timeout' | 'rate_limited' | 'rejected'
+
+/**
+ * Why one conversation got no insight while its batch went through: the model's answer
+ * held none valid for it ('invalid_output'), or the call that re-asked for it alone failed
+ * (a ModelFailureKind), or the analyzer itself broke ('internal').
+ */
+export type ItemFailureReason = ModelFailureKind | 'invalid_output' | 'internal'
+
 export type ItemResult =
   | { id: string; ok: true; insight: InsightFields; tokens: TokenUsage; cost_usd: number }
-  /** retryable=false means retrying the same input cannot help (e.g. the model keeps answering nonsense) */
-  | { id: string; ok: false; error: string; retryable: boolean }
+  /**
+   * retryable=false means retrying the same input cannot help (e.g. the model keeps
+   * answering nonsense). reason is counted in gleaner_analysis_failures_total; absent, the
+   * worker counts 'internal'.
+   */
+  | { id: string; ok: false; error: string; retryable: boolean; reason?: ItemFailureReason }
 
 export interface BatchResult {
   results: ItemResult[] // one per input item, any order
   usage: TokenUsage & { cost_usd: number; calls: number }
 }
-
-export type ModelFailureKind = 'error' | 'timeout' | 'rate_limited' | 'rejected'
 
 /** A whole call failed (after the analyzer's own retries). The worker counts it for the breaker. */
 export class ModelCallError extends Error {

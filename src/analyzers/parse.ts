@@ -83,10 +83,11 @@ export function extractJson(text: string): unknown {
 
   let fallback: unknown
   for (const source of sources) {
-    let tried = 0
-    for (let start = nextOpener(source, 0); start !== -1 && tried < MAX_CANDIDATES; start = nextOpener(source, start + 1)) {
-      tried++
-      const end = matchingClose(source, start)
+    const starts: number[] = []
+    for (let at = nextOpener(source, 0); at !== -1 && starts.length < MAX_CANDIDATES; at = nextOpener(source, at + 1)) starts.push(at)
+    const closes = new ClosingBrackets(source, starts)
+    for (const start of starts) {
+      const end = closes.of(start)
       if (end === -1) continue
       const value = tryParse(repairJson(source.slice(start, end + 1)))
       if (value === undefined) continue
@@ -98,72 +99,69 @@ export function extractJson(text: string): unknown {
 }
 
 /**
- * Removes, outside strings, citation marks and trailing commas. Numeric arrays such as
- * [1] never occur in the insight schema, so reading them as citations loses nothing.
+ * Removes, outside strings, citation marks and trailing commas, in one pass. Numeric arrays
+ * such as [1] never occur in the insight schema, so reading them as citations loses nothing.
+ * Linear in the text: every position is looked at a bounded number of times.
  */
 export function repairJson(json: string): string {
-  return removeTrailingCommas(removeCitations(json))
+  let out = ''
+  let from = 0 // start of the stretch kept as is
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i]
+    if (c === '"') {
+      i = stringEnd(json, i)
+      continue
+    }
+    const drop = c === ',' ? (closesNext(json, i + 1) ? 1 : 0) : citationLength(json, i)
+    if (drop > 0) {
+      out += json.slice(from, i)
+      from = i + drop
+      i += drop - 1
+    }
+  }
+  return out + json.slice(from)
 }
 
 const BRACKET_CITATION = /^\[\^?\d+(?:\s*[,\u2013-]\s*\^?\d+)*\]/
 const LENTICULAR_CITATION = /^【[^】\n]{0,80}】/
+/** Longer than any citation mark either pattern accepts: the patterns only ever see this much. */
+const CITATION_WINDOW = 100
 
-function removeCitations(json: string): string {
-  let out = ''
-  let inString = false
-  for (let i = 0; i < json.length; i++) {
-    const c = json[i]!
-    if (inString) {
-      out += c
-      if (c === '\\') {
-        out += json[i + 1] ?? ''
-        i++
-      } else if (c === '"') {
-        inString = false
-      }
-      continue
-    }
-    if (c === '"') {
-      inString = true
-      out += c
-      continue
-    }
-    if (c === '[' || c === '【') {
-      const m = (c === '[' ? BRACKET_CITATION : LENTICULAR_CITATION).exec(json.slice(i, i + 100))
-      if (m) {
-        i += m[0].length - 1
-        continue
-      }
-    }
-    out += c
+/**
+ * The one string-aware step every scanner here shares: the index of the quote closing the
+ * string that opens at `start`, escapes skipped; the last index when it never closes.
+ */
+function stringEnd(text: string, start: number): number {
+  for (let i = start + 1; i < text.length; i++) {
+    const c = text[i]
+    if (c === '\\') i++
+    else if (c === '"') return i
   }
-  return out
+  return text.length - 1
 }
 
-function removeTrailingCommas(json: string): string {
-  let out = ''
-  let inString = false
-  for (let i = 0; i < json.length; i++) {
-    const c = json[i]!
-    if (inString) {
-      out += c
-      if (c === '\\') {
-        out += json[i + 1] ?? ''
-        i++
-      } else if (c === '"') {
-        inString = false
-      }
+/** Length of the citation mark at `i` ([1], [^2], [1-3], 【1†source】), 0 when there is none. */
+function citationLength(text: string, i: number): number {
+  const c = text[i]
+  if (c !== '[' && c !== '【') return 0
+  const m = (c === '[' ? BRACKET_CITATION : LENTICULAR_CITATION).exec(text.slice(i, i + CITATION_WINDOW))
+  return m ? m[0].length : 0
+}
+
+/** Whether only whitespace and citation marks stand between `from` and a closing bracket: a trailing comma. */
+function closesNext(text: string, from: number): boolean {
+  for (let j = from; j < text.length; ) {
+    const c = text[j]!
+    if (c === '}' || c === ']') return true
+    if (/\s/.test(c)) {
+      j++
       continue
     }
-    if (c === '"') inString = true
-    if (c === ',') {
-      let j = i + 1
-      while (j < json.length && /\s/.test(json[j]!)) j++
-      if (json[j] === '}' || json[j] === ']') continue
-    }
-    out += c
+    const n = citationLength(text, j)
+    if (n === 0) return false
+    j += n
   }
-  return out
+  return false
 }
 
 function nextOpener(text: string, from: number): number {
@@ -173,26 +171,51 @@ function nextOpener(text: string, from: number): number {
   return -1
 }
 
-/** Index of the bracket closing the one at `start`, string-aware; -1 if unbalanced. */
-function matchingClose(text: string, start: number): number {
-  const stack: string[] = []
-  let inString = false
-  for (let i = start; i < text.length; i++) {
-    const c = text[i]!
-    if (inString) {
-      if (c === '\\') i++
-      else if (c === '"') inString = false
-      continue
-    }
-    if (c === '"') inString = true
-    else if (c === '{') stack.push('}')
-    else if (c === '[') stack.push(']')
-    else if (c === '}' || c === ']') {
-      if (stack.pop() !== c) return -1
-      if (stack.length === 0) return i
-    }
+/**
+ * Where the bracket at each candidate start closes, string-aware; -1 when it never does.
+ * One scan from a start also settles every candidate nested in it (a scan from an inner
+ * opener reads the same characters the same way), so a hostile answer such as a million
+ * "[" costs one scan, not one per candidate.
+ */
+class ClosingBrackets {
+  private readonly known = new Map<number, number>()
+  private readonly candidates: ReadonlySet<number>
+
+  constructor(
+    private readonly text: string,
+    starts: readonly number[]
+  ) {
+    this.candidates = new Set(starts)
   }
-  return -1
+
+  of(start: number): number {
+    const known = this.known.get(start)
+    if (known !== undefined) return known
+    const { text } = this
+    const stack: { close: string; at: number }[] = []
+    const settle = (at: number, end: number) => {
+      if (this.candidates.has(at)) this.known.set(at, end)
+    }
+    for (let i = start; i < text.length; i++) {
+      const c = text[i]!
+      if (c === '"') i = stringEnd(text, i)
+      else if (c === '{') stack.push({ close: '}', at: i })
+      else if (c === '[') stack.push({ close: ']', at: i })
+      else if (c === '}' || c === ']') {
+        const open = stack.pop()!
+        if (open.close !== c) {
+          // a mismatch ends every bracket still open, this one included
+          settle(open.at, -1)
+          for (const o of stack) settle(o.at, -1)
+          return this.known.get(start) ?? -1
+        }
+        settle(open.at, i)
+        if (stack.length === 0) return i
+      }
+    }
+    for (const o of stack) settle(o.at, -1)
+    return -1
+  }
 }
 
 function tryParse(text: string): unknown {

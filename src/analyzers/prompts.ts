@@ -2,7 +2,7 @@
 // the analysis cache key, so any change to the wording or the layout of a prompt must come
 // as a new version here, never as an edit of an existing one (old cache entries would
 // otherwise be served as if the new prompt had produced them).
-import { type Message, SENTIMENTS, URGENCIES } from '../domain.ts'
+import { AGENT_ROLES, CUSTOMER_ROLES, type Message, type Role, SENTIMENTS, URGENCIES } from '../domain.ts'
 import type { AnalysisInput } from './analyzer.ts'
 
 export interface BuildUserOptions {
@@ -53,19 +53,15 @@ export function findConversationBlocks(userPrompt: string): Array<{ index: numbe
   })
 }
 
-const ROLE_TAGS: Record<Message['role'], string> = {
-  user: 'user',
-  assistant: 'assistant',
-  agent: 'agent',
-  system: 'system',
-  tool: 'tool'
-}
+/** A message's tag in the prompt is its role's name: "[user]", "[agent]". */
+const roleTag = (role: Role) => `[${role}]`
+const roleTags = (roles: ReadonlySet<Role>) => [...roles].map(roleTag).join(' and ')
 
 function renderMessage(m: Message): string {
   // Whitespace carries no signal for these fields and costs tokens; collapsing it also
   // keeps every message on one line (the heading invariant above).
   const text = m.content.replace(/\s+/g, ' ').trim()
-  return `[${ROLE_TAGS[m.role] ?? 'user'}] ${text}`
+  return `${roleTag(m.role)} ${text}`
 }
 
 /**
@@ -113,7 +109,7 @@ const v1: PromptTemplate = {
     const blocks = items.map((item, i) => renderConversation(i, item, maxTokens))
     return [
       `Analyse the ${items.length} conversation${items.length === 1 ? '' : 's'} below, numbered 0 to ${items.length - 1}.`,
-      'Each message is tagged with its role: [user] is the customer; [assistant] and [agent] answer them.',
+      `Each message is tagged with its role: ${roleTags(CUSTOMER_ROLES)} is the customer; ${roleTags(AGENT_ROLES)} answer them.`,
       '',
       ...blocks,
       END_OF_CONVERSATIONS,

@@ -1,10 +1,11 @@
 // The analysis cache table: insights keyed by normalized text, analyzer and prompt version.
-import { and, gt, inArray, lt, sql } from 'drizzle-orm'
+import { and, gt, inArray, sql } from 'drizzle-orm'
 import type { InsightFields } from '../domain.ts'
 import type { Database } from './client.ts'
 import { analysisCache } from './schema.ts'
 
-export function analysisCacheRepository(database: Database) {
+/** `now` (ms since the epoch) decides expiry on both sides: injectable so tests need not wait for a TTL. */
+export function analysisCacheRepository(database: Database, now: () => number = Date.now) {
   const { db } = database
   return {
     async getMany(keys: string[]): Promise<Map<string, { insight: InsightFields; expiresAt: Date }>> {
@@ -12,16 +13,16 @@ export function analysisCacheRepository(database: Database) {
       const rows = await db
         .select({ key: analysisCache.key, insight: analysisCache.insight, expiresAt: analysisCache.expiresAt })
         .from(analysisCache)
-        .where(and(inArray(analysisCache.key, keys), gt(analysisCache.expiresAt, new Date())))
+        .where(and(inArray(analysisCache.key, keys), gt(analysisCache.expiresAt, new Date(now()))))
       return new Map(rows.map((r) => [r.key, { insight: r.insight as InsightFields, expiresAt: r.expiresAt }]))
     },
 
     async putMany(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[], ttlSeconds: number) {
       if (entries.length === 0) return
-      const now = Date.now()
+      const at = now()
       await db
         .insert(analysisCache)
-        .values(entries.map((e) => ({ ...e, expiresAt: new Date(now + ttlSeconds * 1000) })))
+        .values(entries.map((e) => ({ ...e, expiresAt: new Date(at + ttlSeconds * 1000) })))
         .onConflictDoUpdate({
           target: analysisCache.key,
           set: { insight: sql`excluded.insight`, expiresAt: sql`excluded.expires_at`, createdAt: sql`now()` }

@@ -2,13 +2,9 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { and, desc, eq, isNull, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
+import type { Scope, Tier } from '../domain.ts'
 import type { Database } from './client.ts'
 import { apiKeys, keyUsage } from './schema.ts'
-
-export const SCOPES = ['ingest', 'read', 'admin'] as const
-export type Scope = (typeof SCOPES)[number]
-export const TIERS = ['free', 'pro', 'enterprise'] as const
-export type Tier = (typeof TIERS)[number]
 
 export interface ApiKey {
   id: string
@@ -34,11 +30,12 @@ export function quotaPeriods(now = new Date()) {
 export function apiKeysRepository(database: Database) {
   const { db } = database
   return {
-    async create(input: { name: string; scopes: Scope[]; tier: Tier }): Promise<{ key: string; record: ApiKey }> {
+    async create(input: { name: string; scopes: Scope[]; tier: Tier }): Promise<{ key: string; record: ApiKey; createdAt: Date }> {
       const key = generateKey()
       const record = { id: uuidv7(), name: input.name, prefix: key.slice(0, 12), scopes: input.scopes, tier: input.tier }
-      await db.insert(apiKeys).values({ ...record, keyHash: hashKey(key) })
-      return { key, record }
+      const createdAt = new Date()
+      await db.insert(apiKeys).values({ ...record, keyHash: hashKey(key), createdAt })
+      return { key, record, createdAt }
     },
 
     /** Equality on the hash: the database never compares secrets, so timing tells nothing. */
@@ -49,7 +46,7 @@ export function apiKeysRepository(database: Database) {
         .where(and(eq(apiKeys.keyHash, hash), isNull(apiKeys.revokedAt)))
         .limit(1)
       const r = rows[0]
-      return r ? { ...r, scopes: r.scopes as Scope[], tier: r.tier as Tier } : null
+      return r ?? null
     },
 
     async list() {
@@ -121,7 +118,7 @@ export function apiKeysRepository(database: Database) {
     /** Each key's consumption in the current UTC day and month. */
     async usage(now = new Date()) {
       const p = quotaPeriods(now)
-      return database.query<{ id: string; name: string; prefix: string; tier: string; day: number; month: number }>(sql`
+      return database.query<{ id: string; name: string; prefix: string; tier: Tier; day: number; month: number }>(sql`
         SELECT k.id, k.name, k.prefix, k.tier,
           coalesce(max(u.conversations) FILTER (WHERE u.period = ${p.day}), 0)::int AS day,
           coalesce(max(u.conversations) FILTER (WHERE u.period = ${p.month}), 0)::int AS month

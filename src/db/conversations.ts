@@ -1,9 +1,14 @@
 // Conversations: ingest writes, worker claims (leases), dead letters, analyst reads.
 import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import { BACKLOG_STATUSES, type BacklogStatus, type ConversationStatus, type Message } from '../domain.ts'
+import { BACKLOG_STATUSES, type BacklogStatus, type ConversationStatus, type IngestStatus, type Message } from '../domain.ts'
 import type { Database } from './client.ts'
-import { conversations } from './schema.ts'
+import { conversations, statusLiteral } from './schema.ts'
+
+// statuses spelled into hand-written SQL (typed: see statusLiteral)
+const PENDING = statusLiteral('pending')
+const PROCESSING = statusLiteral('processing')
+const FAILED = statusLiteral('failed')
 
 export interface NewConversation {
   source: string
@@ -11,7 +16,7 @@ export interface NewConversation {
   messages: Message[]
   metadata?: Record<string, unknown> | null
   textHash: string
-  status: 'pending' | 'skipped'
+  status: IngestStatus
   skipReason?: string | null
 }
 
@@ -73,7 +78,7 @@ export function conversationsRepository(database: Database) {
    */
   async function claim(owner: string, leaseSeconds: number, selector: SQL): Promise<ClaimedConversation[]> {
     const rows = await database.query<ClaimedRow>(sql`
-      UPDATE conversations SET status = 'processing', lease_owner = ${owner},
+      UPDATE conversations SET status = ${sql.raw(PROCESSING)}, lease_owner = ${owner},
         lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
         attempts = attempts + 1, updated_at = date_trunc('milliseconds', now())
       WHERE id IN (SELECT id FROM conversations WHERE ${selector} FOR UPDATE SKIP LOCKED)
@@ -141,27 +146,14 @@ export function conversationsRepository(database: Database) {
      */
     async claimByIds(ids: string[], owner: string, leaseSeconds: number): Promise<ClaimedConversation[]> {
       if (ids.length === 0) return []
-      return claim(owner, leaseSeconds, sql`${inArray(conversations.id, ids)} AND status = 'pending' AND available_at <= now()`)
+      return claim(owner, leaseSeconds, sql`${inArray(conversations.id, ids)} AND status = ${sql.raw(PENDING)} AND available_at <= now()`)
     },
 
     /** Claims up to n of the oldest claimable pending rows, skipping rows other workers hold. */
     async claimOldest(n: number, owner: string, leaseSeconds: number): Promise<ClaimedConversation[]> {
       if (n <= 0) return []
-      const rows = await claim(owner, leaseSeconds, sql`status = 'pending' AND available_at <= now() ORDER BY received_at, id LIMIT ${n}`)
+      const rows = await claim(owner, leaseSeconds, sql`status = ${sql.raw(PENDING)} AND available_at <= now() ORDER BY received_at, id LIMIT ${n}`)
       return rows.sort((a, b) => a.receivedAt.getTime() - b.receivedAt.getTime() || a.id.localeCompare(b.id))
-    },
-
-    async markSkipped(items: { id: string; reason: string }[], owner: string): Promise<void> {
-      if (items.length === 0) return
-      // one statement for the batch, not one per row
-      await database.raw(
-        `UPDATE conversations c SET status = 'skipped', skip_reason = v.reason, lease_owner = NULL, lease_expires_at = NULL,
-           updated_at = date_trunc('milliseconds', now())
-         FROM unnest($1::uuid[], $2::text[]) AS v(id, reason)
-         WHERE c.id = v.id AND c.status = 'processing' AND c.lease_owner = $3`,
-        [items.map((i) => i.id), items.map((i) => i.reason), owner],
-        'gleaner_mark_skipped'
-      )
     },
 
     /**
@@ -173,12 +165,12 @@ export function conversationsRepository(database: Database) {
       if (items.length === 0) return
       await database.raw(
         `UPDATE conversations c SET
-           status = CASE WHEN v.final THEN 'failed' ELSE 'pending' END,
+           status = CASE WHEN v.final THEN ${FAILED} ELSE ${PENDING} END,
            last_error = v.error, lease_owner = NULL, lease_expires_at = NULL,
            updated_at = date_trunc('milliseconds', now()),
            available_at = CASE WHEN v.final THEN c.available_at ELSE now() + make_interval(secs => v.delay_ms / 1000.0) END
          FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::bool[]) AS v(id, error, delay_ms, final)
-         WHERE c.id = v.id AND c.status = 'processing' AND c.lease_owner = $5`,
+         WHERE c.id = v.id AND c.status = ${PROCESSING} AND c.lease_owner = $5`,
         [items.map((i) => i.id), items.map((i) => i.error.slice(0, 2000)), items.map((i) => i.delayMs), items.map((i) => i.final), owner],
         'gleaner_release_failed'
       )
@@ -191,10 +183,10 @@ export function conversationsRepository(database: Database) {
     async releaseClaims(ids: string[] | 'all', owner: string, delayMs = 0): Promise<number> {
       if (ids !== 'all' && ids.length === 0) return 0
       const rows = await database.query<{ id: string }>(sql`
-        UPDATE conversations SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+        UPDATE conversations SET status = ${sql.raw(PENDING)}, lease_owner = NULL, lease_expires_at = NULL,
           attempts = GREATEST(attempts - 1, 0), updated_at = date_trunc('milliseconds', now()),
           available_at = now() + make_interval(secs => ${delayMs / 1000})
-        WHERE status = 'processing' AND lease_owner = ${owner}
+        WHERE status = ${sql.raw(PROCESSING)} AND lease_owner = ${owner}
           ${ids === 'all' ? sql`` : sql`AND ${inArray(conversations.id, ids)}`}
         RETURNING id`)
       return rows.length
@@ -208,14 +200,14 @@ export function conversationsRepository(database: Database) {
     // updated_at is written at millisecond precision (date_trunc) because dead-letter
     // cursors are JS Dates: microseconds would make rows sharing an instant fall between pages
     async reclaimExpired(maxAttempts: number): Promise<{ requeued: number; failed: number }> {
-      const rows = await database.query<{ status: string }>(sql`
+      const rows = await database.query<{ status: ConversationStatus }>(sql`
         UPDATE conversations SET
-          status = CASE WHEN attempts >= ${maxAttempts} THEN 'failed' ELSE 'pending' END,
+          status = CASE WHEN attempts >= ${maxAttempts} THEN ${sql.raw(FAILED)} ELSE ${sql.raw(PENDING)} END,
           last_error = CASE WHEN attempts >= ${maxAttempts} THEN 'lease expired on the last attempt' ELSE last_error END,
           lease_owner = NULL, lease_expires_at = NULL, updated_at = date_trunc('milliseconds', now())
         WHERE id IN (
           SELECT id FROM conversations
-          WHERE status = 'processing' AND lease_expires_at < now()
+          WHERE status = ${sql.raw(PROCESSING)} AND lease_expires_at < now()
           LIMIT 1000
           FOR UPDATE SKIP LOCKED)
         RETURNING status`)
@@ -256,14 +248,14 @@ export function conversationsRepository(database: Database) {
         .limit(limit)
     },
 
-    /** Puts a dead letter back in the queue with fresh attempts. */
-    async retryDeadLetter(id: string): Promise<boolean> {
+    /** Puts a dead letter back in the queue with fresh attempts; null when `id` is no dead letter. */
+    async retryDeadLetter(id: string): Promise<{ id: string; status: ConversationStatus } | null> {
       const rows = await db
         .update(conversations)
         .set({ status: 'pending', attempts: 0, availableAt: new Date(), updatedAt: new Date() })
         .where(and(eq(conversations.id, id), eq(conversations.status, 'failed')))
-        .returning({ id: conversations.id })
-      return rows.length === 1
+        .returning({ id: conversations.id, status: conversations.status })
+      return rows[0] ?? null
     }
   }
 }

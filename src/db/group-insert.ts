@@ -52,7 +52,7 @@ export class GroupInserter {
   private async run(group: Waiter[]) {
     try {
       const results = await this.insertMany(group.map((w) => w.row))
-      group.forEach((w, i) => w.resolve(results[i]!))
+      for (const [i, w] of group.entries()) w.resolve(results[i]!)
     } catch (err) {
       // one statement, one fate: every request of the group gets the error (and a 503 if
       // the database is down); rows were validated before, so no client can fail a group

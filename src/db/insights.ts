@@ -68,10 +68,10 @@ export function insightsRepository(database: Database) {
       if (items.length === 0) return { stored: [] }
       // ms precision (JS Date) so a cursor built from a row compares exactly with it
       const now = new Date()
-      return db.transaction(async (tx) => {
+      return database.transaction(async (tx) => {
         const inserted = await tx
           .insert(insights)
-          .values(items.map(({ sentiment_score, ...i }) => ({ ...i, sentimentScore: sentiment_score, createdAt: now })))
+          .values(items.map((i) => ({ ...i, createdAt: now })))
           .onConflictDoNothing()
           .returning({ id: insights.conversationId })
         const ids = items.map((i) => i.conversationId)
@@ -120,7 +120,7 @@ export function insightsRepository(database: Database) {
       const w = where(filters)
       const whereSql = w ? sql`WHERE ${w}` : sql``
       const q = <T>(s: SQL) => database.query<T>(s)
-      const avgScore = sql`avg(${insights.sentimentScore})::float8`
+      const avgScore = sql`avg(${insights.sentiment_score})::float8`
       const topicsQuery = () => {
         if (!filters.since) {
           return sql`SELECT t AS topic, count(*)::int AS n, NULL::int AS prev FROM ${insights}, unnest(${insights.topics}) AS t ${whereSql}
@@ -149,9 +149,10 @@ export function insightsRepository(database: Database) {
               FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_SOURCES}`
         )
       ])
-      const tally = (rows: { k: string; n: number }[], keys: readonly string[]) => {
-        const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]))
-        for (const r of rows) out[r.k] = Number(r.n)
+      // every label of the domain, zero where no insight has it
+      const tally = <K extends string>(rows: { k: string; n: number }[], keys: readonly K[]) => {
+        const out = Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>
+        for (const r of rows) if ((keys as readonly string[]).includes(r.k)) out[r.k as K] = Number(r.n)
         return out
       }
       return {

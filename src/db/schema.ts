@@ -21,13 +21,23 @@ import {
 import {
   CONVERSATION_STATUSES,
   type ConversationStatus,
+  type InsightFields,
   type Intent,
   type Message,
+  type Scope,
   type Sentiment,
+  type Tier,
   type Urgency
 } from '../domain.ts'
 
 const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
+
+/**
+ * A status as an SQL literal, for the statements that must spell it out (partial index
+ * predicates, which the planner matches textually, and hand-written hot-path SQL): typed,
+ * so a status renamed in the domain fails to compile here instead of matching nothing.
+ */
+export const statusLiteral = (status: ConversationStatus) => `'${status}'`
 
 export const conversations = pgTable(
   'conversations',
@@ -55,11 +65,11 @@ export const conversations = pgTable(
     // the idempotency key; rows without external_id never collide (NULLs are distinct)
     uniqueIndex('conversations_source_external_id_uq').on(t.source, t.externalId),
     // claims take the oldest pending rows; partial, so it stays as small as the backlog
-    index('conversations_pending_idx').on(t.receivedAt, t.id).where(sql`status = 'pending'`),
+    index('conversations_pending_idx').on(t.receivedAt, t.id).where(sql.raw(`status = ${statusLiteral('pending')}`)),
     // the sweep finds expired leases of crashed instances
-    index('conversations_processing_lease_idx').on(t.leaseExpiresAt).where(sql`status = 'processing'`),
+    index('conversations_processing_lease_idx').on(t.leaseExpiresAt).where(sql.raw(`status = ${statusLiteral('processing')}`)),
     // dead letters, newest failure first
-    index('conversations_failed_idx').on(t.updatedAt, t.id).where(sql`status = 'failed'`),
+    index('conversations_failed_idx').on(t.updatedAt, t.id).where(sql.raw(`status = ${statusLiteral('failed')}`)),
     // the CHECK is written out from the domain list; a new status needs a migration (db:generate shows the diff)
     check('conversations_status_ck', sql.raw(`status in (${CONVERSATION_STATUSES.map((s) => `'${s}'`).join(', ')})`))
   ]
@@ -75,7 +85,8 @@ export const insights = pgTable(
       .references(() => conversations.id, { onDelete: 'cascade' }),
     source: text('source').notNull(),
     sentiment: text('sentiment').$type<Sentiment>().notNull(),
-    sentimentScore: real('sentiment_score').notNull(),
+    // named as the domain names the field, so an insight is stored and read without renaming
+    sentiment_score: real('sentiment_score').notNull(),
     topics: text('topics').array().notNull().default(sql`'{}'::text[]`),
     // the closed taxonomy; migration 0001 mapped older free-form labels onto it
     intent: text('intent').$type<Intent>().notNull(),
@@ -119,6 +130,12 @@ export const analysisCache = pgTable(
   (t) => [index('analysis_cache_expires_idx').on(t.expiresAt)]
 )
 
+// Every field of the domain's insight is a column of the same name and type: a field added
+// in domain.ts fails to compile here until the table has it (and db:generate its migration).
+type InsightColumns = Pick<typeof insights.$inferSelect, keyof InsightFields>
+const _insightColumnsMatchTheDomain: [InsightFields, InsightColumns] extends [InsightColumns, InsightFields] ? true : never = true
+void _insightColumnsMatchTheDomain
+
 // Tokens, calls and cost per UTC day and model: the budget reads today's row, /usage reads all.
 export const modelUsage = pgTable(
   'model_usage',
@@ -139,8 +156,8 @@ export const apiKeys = pgTable('api_keys', {
   // sha256 of the whole key; the key itself is never stored
   keyHash: text('key_hash').notNull().unique(),
   prefix: text('prefix').notNull(),
-  scopes: text('scopes').array().notNull(),
-  tier: text('tier').notNull().default('free'),
+  scopes: text('scopes').array().$type<Scope[]>().notNull(),
+  tier: text('tier').$type<Tier>().notNull().default('free'),
   createdAt: tstz('created_at').notNull().defaultNow(),
   revokedAt: tstz('revoked_at')
 })

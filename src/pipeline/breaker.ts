@@ -10,9 +10,10 @@
 // `recordSuccess()` or `recordFailure()` (in a `finally`). A probe that never reports
 // leaves the circuit half-open and the worker idle.
 
-export type CircuitState = 'closed' | 'open' | 'half_open'
+export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const
+export type CircuitState = (typeof CIRCUIT_STATES)[number]
 
-/** gleaner_circuit_state value (../shared/API.md): 0 closed, 1 half_open, 2 open. */
+/** gleaner_circuit_state value (docs/api.md): 0 closed, 1 half_open, 2 open. */
 export function circuitStateValue(state: CircuitState): 0 | 1 | 2 {
   switch (state) {
     case 'closed':

@@ -3,17 +3,69 @@
 // the table behind it is shared by every instance and survives restarts.
 import { LRUCache } from 'lru-cache'
 import type { AnalysisCacheRepository } from '../db/analysis-cache.ts'
+import type { ClaimedConversation } from '../db/conversations.ts'
 import type { InsightFields } from '../domain.ts'
+
+/** A batch split by what the cache knows: only `leaders` need the analyzer. */
+export interface CachePlan {
+  /** cache key of every conversation in the batch, by id */
+  keyOf: Map<string, string>
+  /** conversations whose text, analyzer and prompt already have an insight */
+  hits: { row: ClaimedConversation; insight: InsightFields }[]
+  /** the first conversation of each text the cache does not know: analysed */
+  leaders: ClaimedConversation[]
+  /** later conversations of the same batch with a leader's text: they share its insight */
+  followers: ClaimedConversation[]
+}
+
+/**
+ * The cache stage: one look-up for the batch, then identical texts within the batch are
+ * analysed once (the first is the leader, the rest follow it).
+ */
+export async function planFromCache(
+  cache: AnalysisCache,
+  rows: readonly ClaimedConversation[],
+  keyFor: (row: ClaimedConversation) => string
+): Promise<CachePlan> {
+  const keyOf = new Map(rows.map((r) => [r.id, keyFor(r)]))
+  const found = await cache.lookup([...keyOf.values()])
+  const plan: CachePlan = { keyOf, hits: [], leaders: [], followers: [] }
+  const led = new Set<string>()
+  for (const row of rows) {
+    const key = keyOf.get(row.id)!
+    const insight = found.get(key)
+    if (insight) plan.hits.push({ row, insight })
+    else if (led.has(key)) plan.followers.push(row)
+    else {
+      led.add(key)
+      plan.leaders.push(row)
+    }
+  }
+  return plan
+}
 
 export class AnalysisCache {
   private readonly lru: LRUCache<string, InsightFields> | null
   private pendingHits = new Map<string, number>()
 
+  private readonly now: () => number
+
   constructor(
     private readonly repo: AnalysisCacheRepository,
-    private readonly opts: { ttlSeconds: number; lruSize: number }
+    private readonly opts: { ttlSeconds: number; lruSize: number; /** ms since the epoch; injectable for tests */ now?: () => number }
   ) {
-    this.lru = opts.lruSize > 0 && opts.ttlSeconds > 0 ? new LRUCache({ max: opts.lruSize, ttl: opts.ttlSeconds * 1000 }) : null
+    this.now = opts.now ?? Date.now
+    this.lru =
+      opts.lruSize > 0 && opts.ttlSeconds > 0
+        ? new LRUCache({
+            max: opts.lruSize,
+            ttl: opts.ttlSeconds * 1000,
+            perf: { now: this.now },
+            // read the clock on every look-up: the cache is read once per batch, so lru-cache's
+            // 1 ms debounce (a timer per read) buys nothing, and an injected clock stays exact
+            ttlResolution: 0
+          })
+        : null
   }
 
   get enabled() {
@@ -33,7 +85,7 @@ export class AnalysisCache {
       for (const [k, v] of await this.repo.getMany(misses)) {
         found.set(k, v.insight)
         // never keep an entry in memory past the row's own expiry
-        const ttl = v.expiresAt.getTime() - Date.now()
+        const ttl = v.expiresAt.getTime() - this.now()
         if (ttl > 0) this.lru?.set(k, v.insight, { ttl })
       }
     }

@@ -1,10 +1,11 @@
 // Normalized text: what the cache key and the conversation's text hash are computed from.
 // Two transcripts that differ only in case, spacing or timestamps analyse the same.
 import { createHash } from 'node:crypto'
-import type { Message } from '../domain.ts'
+import { AGENT_ROLES, CUSTOMER_ROLES, type Message, type Role } from '../domain.ts'
 
-const ANALYSED_ROLES = new Set(['user', 'assistant', 'agent'])
-const ASCII_RE = /^[\x00-\x7f]*$/
+// the customer and the business side; plumbing roles carry no signal and never change the hash
+const ANALYSED_ROLES: ReadonlySet<Role> = new Set([...CUSTOMER_ROLES, ...AGENT_ROLES])
+const ASCII_RE = /^\p{ASCII}*$/u
 
 export function normalizeText(messages: Message[]): string {
   const lines: string[] = []
@@ -13,7 +14,7 @@ export function normalizeText(messages: Message[]): string {
     // ASCII is already NFKC: skip the costly normalisation for the common case
     const content = ASCII_RE.test(m.content) ? m.content : m.content.normalize('NFKC')
     const text = content.toLowerCase().replace(/\s+/g, ' ').trim()
-    if (text) lines.push(`${m.role === 'user' ? 'u' : 'a'}:${text}`)
+    if (text) lines.push(`${CUSTOMER_ROLES.has(m.role) ? 'u' : 'a'}:${text}`)
   }
   return lines.join('\n')
 }

@@ -1,6 +1,6 @@
 // Prefilter: a cheap judgement, before any analysis is paid for, of whether a conversation
 // carries enough of the customer's own words to be worth analysing.
-import type { Message } from '../domain.ts'
+import { CUSTOMER_ROLES, type Message } from '../domain.ts'
 
 export type SkipReason = 'no_user_message' | 'too_short' | 'boilerplate_only' | 'links_only'
 export type PrefilterVerdict = { skip: false } | { skip: true; reason: SkipReason }
@@ -51,7 +51,7 @@ function longestPhrase(phrases: Set<string>): number {
 
 export function prefilter(messages: Message[], opts: PrefilterOptions): PrefilterVerdict {
   if (!opts.enabled) return { skip: false }
-  const userTexts = messages.filter((m) => m.role === 'user').map((m) => m.content)
+  const userTexts = messages.filter((m) => CUSTOMER_ROLES.has(m.role)).map((m) => m.content)
   if (userTexts.length === 0) return { skip: true, reason: 'no_user_message' }
 
   const raw = userTexts.join(' ')

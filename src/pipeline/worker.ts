@@ -1,24 +1,34 @@
-// The worker: claims batches (leases in the database), and runs the stages in order:
-// prefilter → cache → analyze → store. It owns the pacing (adaptive batch size), the
-// circuit breaker and the budget gate; each stage is its own small module.
+// The worker: claims batches (leases in the database) and composes the stages, each a
+// module of its own with its own test: cache (look-up and in-batch dedup, cache.ts) →
+// analyze (analyze.ts) → store (store.ts), with usage booking (usage-booking.ts) and the
+// failure table (failures.ts). It owns the pacing (adaptive batch size), the circuit
+// breaker and the budget gate.
+//
+// No prefilter here: ingest ran it and stored its verdict with the row (skipped rows are
+// never pending, so never claimed). Judging again would contradict the status the producer
+// was given, could flip with a configuration change between ingest and claim, and would
+// cost the prefilter's regexes on every claimed row for nothing.
 import { EventEmitter } from 'node:events'
 import PQueue from 'p-queue'
 import type { Logger } from 'pino'
-import { type AnalysisInput, type Analyzer, type BatchResult, type ItemResult, ModelCallError } from '../analyzers/analyzer.ts'
+import type { Analyzer, BatchResult, ItemResult } from '../analyzers/analyzer.ts'
 import type { Config } from '../config.ts'
 import type { ClaimedConversation, ConversationsRepository } from '../db/conversations.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
-import type { InsightsRepository, NewInsight } from '../db/insights.ts'
+import type { InsightsRepository } from '../db/insights.ts'
 import type { UsageRepository } from '../db/usage.ts'
-import type { InsightFields } from '../domain.ts'
+import type { BacklogStatus } from '../domain.ts'
 import type { Metrics } from '../metrics.ts'
+import { analyzeLeaders } from './analyze.ts'
 import type { AdaptiveBatchSize } from './batch-size.ts'
 import type { CircuitBreaker } from './breaker.ts'
 import type { DailyBudget } from './budget.ts'
-import type { AnalysisCache } from './cache.ts'
+import { type AnalysisCache, planFromCache } from './cache.ts'
+import { type AnalysisFailureReason, classifyFailure, retryDelayMs } from './failures.ts'
 import { cacheKey } from './normalize.ts'
-import { type PrefilterOptions, prefilter } from './prefilter.ts'
 import type { WorkQueue } from './queue.ts'
+import { assembleOutcome, type ItemFailure, storeOutcome } from './store.ts'
+import { bookUsage } from './usage-booking.ts'
 
 export interface WorkerDeps {
   config: Config
@@ -31,22 +41,37 @@ export interface WorkerDeps {
   breaker: CircuitBreaker
   batchSize: AdaptiveBatchSize
   budget: DailyBudget
-  prefilter: PrefilterOptions
   metrics: Metrics
   logger: Logger
 }
 
 // hourly is plenty: an expired row is already ignored by look-ups, only its space waits
 const CACHE_PURGE_EVERY_MS = 3_600_000
+/**
+ * Counting the backlog is the costly part of a sweep at a deep backlog: every 5th tick (5 s
+ * at the default SWEEP_INTERVAL_MS) is fresh enough for a gauge, /health and the ingest limit.
+ */
+const BACKLOG_COUNT_EVERY_TICKS = 5
+/**
+ * How often a paused loop (open circuit, spent budget, unreachable database, half-open
+ * probe in flight) looks again when nothing wakes it sooner: a second is cheap (no query
+ * while the circuit is open) and resumes work within a second of the cause going away.
+ */
+const PAUSED_RECHECK_MS = 1_000
+/** After an unexpected failure of a loop step: long enough not to spin on a persistent fault. */
+const LOOP_FAILURE_BACKOFF_MS = 1_000
+/** After shutdown aborts the batches still running, how long it waits for them to hand their rows back. */
+const ABORT_GRACE_MS = 1_000
 
-export type PauseReason = 'circuit_open' | 'budget_exhausted' | 'database_unavailable'
+export const PAUSE_REASONS = ['circuit_open', 'budget_exhausted', 'database_unavailable'] as const
+export type PauseReason = (typeof PAUSE_REASONS)[number]
 
 export interface WorkerStatus {
   running: boolean
   paused: PauseReason | null
   stuck: boolean
   last_progress_at: string
-  backlog: { pending: number; processing: number; failed: number }
+  backlog: Record<BacklogStatus, number>
 }
 
 /** Emits 'stored' with the ids of insights this process stored (the live stream listens). */
@@ -61,7 +86,7 @@ export class Worker extends EventEmitter {
   private lastCachePurgeAt = Date.now()
   private lastProgressAt = Date.now()
   private batchSeq = 0
-  private backlog = { pending: 0, processing: 0, failed: 0 }
+  private backlog: Record<BacklogStatus, number> = { pending: 0, processing: 0, failed: 0 }
   private pausedFor: PauseReason | null = null
   private readonly owner: string
   private readonly log: Logger
@@ -109,7 +134,7 @@ export class Worker extends EventEmitter {
     if (timedOut) {
       this.log.warn({ in_flight: this.batches.pending }, 'shutdown timeout: aborting in-flight batches')
       this.abort.abort(new Error('shutting down'))
-      await Promise.race([idle, new Promise((r) => setTimeout(r, 1_000).unref())])
+      await Promise.race([idle, new Promise((r) => setTimeout(r, ABORT_GRACE_MS).unref())])
     }
     try {
       const released = await this.d.conversations.releaseClaims('all', this.owner)
@@ -145,8 +170,7 @@ export class Worker extends EventEmitter {
     const { requeued, failed } = await this.d.conversations.reclaimExpired(this.d.config.MAX_ATTEMPTS)
     if (requeued || failed) this.log.warn({ requeued, failed }, 'reclaimed expired leases')
     if (requeued) this.d.queue.overflowed = true // they wait in the database, not in our queue
-    // counting is the costly part at a deep backlog: every 5th tick is fresh enough for a gauge
-    if (tick % 5 === 0) {
+    if (tick % BACKLOG_COUNT_EVERY_TICKS === 0) {
       this.backlog = await this.d.conversations.backlogCounts()
       for (const [status, n] of Object.entries(this.backlog)) this.d.metrics.backlog.set({ status }, n)
       if (this.d.analyzer.billable) await this.d.budget.refresh()
@@ -172,63 +196,82 @@ export class Worker extends EventEmitter {
     this.pausedFor = reason
   }
 
+  /**
+   * One step after another until stopped. A step that throws (a database error while handing
+   * claims back, a bug) is logged and the loop goes on after a pause: the loop is the only
+   * thing that takes work, so it must outlive any single failure.
+   */
   private async loop(): Promise<void> {
-    const { breaker, queue, budget, config } = this.d
     while (this.running) {
-      if (breaker.state === 'open' && breaker.retryInMs() > 0) {
-        this.setPaused('circuit_open')
-        await queue.waitForWork(Math.min(breaker.retryInMs(), 1_000))
-        continue
-      }
-      if (breaker.state === 'half_open') {
-        // the probe batch is in flight; nothing else runs until it reports
-        await queue.waitForWork(1_000) // every finished batch wakes the queue
-        continue
-      }
-      if (this.d.analyzer.billable && budget.exhausted()) {
-        this.setPaused('budget_exhausted')
-        await queue.waitForWork(1_000)
-        continue
-      }
-      if (this.batches.pending >= config.WORKER_CONCURRENCY) {
-        await this.nextBatchDone()
-        continue
-      }
-      let rows: ClaimedConversation[]
       try {
-        rows = await this.claim(this.d.batchSize.size)
+        await this.step()
       } catch (err) {
-        // back off and try again; nothing is lost, rows stay pending. An unreachable database
-        // is a pause, not a wedge: restarting this process would not bring it back
-        if (isDatabaseUnavailable(err)) {
-          this.setPaused('database_unavailable')
-          this.lastProgressAt = Date.now()
-        } else {
-          this.log.warn({ err: { message: (err as Error).message } }, 'claim failed')
-        }
-        await queue.waitForWork(1_000)
-        continue
+        this.log.error({ err }, 'worker loop step failed; going on')
+        await this.d.queue.waitForWork(LOOP_FAILURE_BACKOFF_MS)
       }
-      this.setPaused(null)
-      if (rows.length === 0) {
-        // idle is not stuck, but a batch of ours still in flight is not idle: a hung call
-        // must not be hidden by an empty queue
-        if (this.batches.pending === 0) this.lastProgressAt = Date.now()
-        await queue.waitForWork(config.SWEEP_INTERVAL_MS)
-        continue
+    }
+  }
+
+  /** Waits while paused or full, else claims one batch and hands it to a slot. */
+  private async step(): Promise<void> {
+    const { breaker, queue, budget, config } = this.d
+    if (breaker.state === 'open' && breaker.retryInMs() > 0) {
+      this.setPaused('circuit_open')
+      await queue.waitForWork(Math.min(breaker.retryInMs(), PAUSED_RECHECK_MS))
+      return
+    }
+    if (breaker.state === 'half_open') {
+      // the probe batch is in flight; nothing else runs until it reports
+      await queue.waitForWork(PAUSED_RECHECK_MS) // every finished batch wakes the queue
+      return
+    }
+    if (this.d.analyzer.billable && budget.exhausted()) {
+      this.setPaused('budget_exhausted')
+      await queue.waitForWork(PAUSED_RECHECK_MS)
+      return
+    }
+    if (this.batches.pending >= config.WORKER_CONCURRENCY) {
+      await this.nextBatchDone()
+      return
+    }
+    let rows: ClaimedConversation[]
+    try {
+      rows = await this.claim(this.d.batchSize.size)
+    } catch (err) {
+      // back off and try again; nothing is lost, rows stay pending. An unreachable database
+      // is a pause, not a wedge: restarting this process would not bring it back
+      if (isDatabaseUnavailable(err)) {
+        this.setPaused('database_unavailable')
+        this.lastProgressAt = Date.now()
+      } else {
+        this.log.warn({ err: { message: (err as Error).message } }, 'claim failed')
       }
-      // canRun() lets an open circuit whose cooldown is over run one probe batch: this one
-      const probe = breaker.state === 'open'
-      if (!breaker.canRun()) {
-        await this.d.conversations.releaseClaims(
+      await queue.waitForWork(PAUSED_RECHECK_MS)
+      return
+    }
+    this.setPaused(null)
+    if (rows.length === 0) {
+      // idle is not stuck, but a batch of ours still in flight is not idle: a hung call
+      // must not be hidden by an empty queue
+      if (this.batches.pending === 0) this.lastProgressAt = Date.now()
+      await queue.waitForWork(config.SWEEP_INTERVAL_MS)
+      return
+    }
+    // canRun() lets an open circuit whose cooldown is over run one probe batch: this one
+    const probe = breaker.state === 'open'
+    if (!breaker.canRun()) {
+      // another batch opened the circuit while this one was being claimed: hand the rows
+      // back unused. If that fails too, their leases expire and the sweep takes them back.
+      await this.d.conversations
+        .releaseClaims(
           rows.map((r) => r.id),
           this.owner
         )
-        continue
-      }
-      const batchId = ++this.batchSeq
-      this.batches.add(() => this.processBatch(batchId, rows, probe)).catch(() => {})
+        .catch((err) => this.logReleaseError(this.log, err))
+      return
     }
+    const batchId = ++this.batchSeq
+    this.batches.add(() => this.processBatch(batchId, rows, probe)).catch(() => {})
   }
 
   private nextBatchDone(): Promise<void> {
@@ -252,181 +295,49 @@ export class Worker extends EventEmitter {
     return rows
   }
 
+  /** The stages in order; any throw goes to the failure table. */
   private async processBatch(batchId: number, rows: ClaimedConversation[], probe = false): Promise<void> {
-    const { analyzer, metrics, breaker, batchSize, config } = this.d
+    const { analyzer, metrics, breaker, batchSize } = this.d
     const log = this.log.child({ batch_id: batchId })
     const started = performance.now()
-    let toAnalyze: ClaimedConversation[] = []
     let breakerTold = false
     try {
-      // 1. prefilter
-      const skipped: { id: string; reason: string }[] = []
-      const kept: ClaimedConversation[] = []
-      for (const r of rows) {
-        const verdict = prefilter(r.messages, this.d.prefilter)
-        if (verdict.skip) skipped.push({ id: r.id, reason: verdict.reason })
-        else kept.push(r)
-      }
-      if (skipped.length) {
-        await this.d.conversations.markSkipped(skipped, this.owner)
-        for (const s of skipped) metrics.prefilterSkips.inc({ reason: s.reason })
-      }
+      const plan = await planFromCache(this.d.cache, rows, (r) => cacheKey(r.textHash, analyzer.model, analyzer.promptVersion))
+      metrics.cacheRequests.inc({ result: 'hit' }, rows.length - plan.leaders.length)
+      metrics.cacheRequests.inc({ result: 'miss' }, plan.leaders.length)
 
-      // 2. cache (and identical texts within the batch are analysed once)
-      const keyOf = new Map(kept.map((r) => [r.id, cacheKey(r.textHash, analyzer.model, analyzer.promptVersion)]))
-      const hits = await this.d.cache.lookup([...keyOf.values()])
-      const firstByKey = new Map<string, ClaimedConversation>()
-      const followers: ClaimedConversation[] = []
-      for (const r of kept) {
-        const key = keyOf.get(r.id)!
-        if (hits.has(key)) continue
-        if (firstByKey.has(key)) followers.push(r)
-        else firstByKey.set(key, r)
-      }
-      toAnalyze = [...firstByKey.values()]
-      metrics.cacheRequests.inc({ result: 'hit' }, kept.length - toAnalyze.length)
-      metrics.cacheRequests.inc({ result: 'miss' }, toAnalyze.length)
-
-      // 3. analyze
-      let results: ItemResult[] = []
-      if (toAnalyze.length) {
-        const t0 = performance.now()
-        const inputs: AnalysisInput[] = toAnalyze.map((r) => ({ id: r.id, source: r.source, messages: r.messages }))
-        const batch = await analyzer.analyzeBatch(inputs, this.abort.signal)
-        const latencyMs = performance.now() - t0
+      let results = new Map<string, ItemResult>()
+      if (plan.leaders.length) {
+        const analysis = await analyzeLeaders(analyzer, plan.leaders, this.abort.signal)
         breaker.recordSuccess()
         breakerTold = true
-        batchSize.onSuccess({ latencyMs, backlog: this.backlog.pending + this.d.queue.size })
+        batchSize.onSuccess({ latencyMs: analysis.latencyMs, backlog: this.backlog.pending + this.d.queue.size })
         metrics.batchSize.set(batchSize.size)
-        results = batch.results
-        await this.bookUsage(batch.usage)
+        results = analysis.results
+        await bookUsage(this.d, analysis.usage)
       }
 
-      // 4. store
-      const byId = new Map(results.map((res) => [res.id, res]))
-      const fresh = new Map<string, InsightFields>() // cache key → insight analysed now
-      const toStore: NewInsight[] = []
-      const failures: { row: ClaimedConversation; error: string; retryable: boolean }[] = []
-      const make = (r: ClaimedConversation, f: InsightFields, cached: boolean, res?: ItemResult): NewInsight => ({
-        ...f,
-        conversationId: r.id,
-        source: r.source,
-        model: analyzer.model,
-        promptVersion: analyzer.promptVersion,
-        cached,
-        inputTokens: res?.ok ? res.tokens.input : 0,
-        outputTokens: res?.ok ? res.tokens.output : 0,
-        costUsd: res?.ok ? res.cost_usd : 0
-      })
-      for (const r of toAnalyze) {
-        const res = byId.get(r.id)
-        if (res?.ok) {
-          toStore.push(make(r, res.insight, false, res))
-          fresh.set(keyOf.get(r.id)!, res.insight)
-        } else {
-          failures.push({ row: r, error: res ? (res as { error: string }).error : 'no result for item', retryable: res ? !res.ok && res.retryable : true })
-        }
-      }
-      for (const r of kept) {
-        const key = keyOf.get(r.id)!
-        const hit = hits.get(key)
-        if (hit) toStore.push(make(r, hit, true))
-      }
-      for (const r of followers) {
-        const f = fresh.get(keyOf.get(r.id)!)
-        if (f) toStore.push(make(r, f, true))
-        else failures.push({ row: r, error: 'identical conversation failed analysis', retryable: true })
-      }
-      const { stored } = await this.d.insights.storeMany(toStore, this.owner)
-      await this.d.cache
-        .store([...fresh].map(([key, insight]) => ({ key, model: analyzer.model, promptVersion: analyzer.promptVersion, insight })))
-        .catch((err) => log.warn({ err: { message: (err as Error).message } }, 'cache write failed'))
-
-      const storedSet = new Set(stored)
-      const now = Date.now()
-      const receivedAt = new Map(rows.map((r) => [r.id, r.receivedAt]))
-      for (const i of toStore) {
-        if (!storedSet.has(i.conversationId)) continue
-        metrics.insightsStored.inc({ model: i.model, cached: String(i.cached) })
-        metrics.insightLatency.observe((now - receivedAt.get(i.conversationId)!.getTime()) / 1000)
-      }
-      if (failures.length) {
-        metrics.analysisFailures.inc({ reason: 'invalid_output' }, failures.length)
-        const errorOf = new Map(failures.map((f) => [f.row.id, f.error]))
-        await this.releaseFailed(
-          failures.map((f) => f.row),
-          (id) => errorOf.get(id)!
-        )
-      }
+      const outcome = assembleOutcome(plan, results, analyzer)
+      const stored = await storeOutcome({ insights: this.d.insights, cache: this.d.cache, log }, outcome, this.owner)
+      this.countStored(rows, outcome.insights, stored)
+      if (outcome.failures.length) await this.releaseItemFailures(outcome.failures)
       if (stored.length) this.emit('stored', stored)
       log.debug(
         {
           size: rows.length,
-          skipped: skipped.length,
-          cache_hits: kept.length - toAnalyze.length,
-          analysed: toAnalyze.length,
+          cache_hits: rows.length - plan.leaders.length,
+          analysed: plan.leaders.length,
           stored: stored.length,
-          failed: failures.length,
+          failed: outcome.failures.length,
           latency_ms: Math.round(performance.now() - started)
         },
         'batch done'
       )
     } catch (err) {
-      if (err instanceof ModelCallError) {
-        breaker.recordFailure()
-        breakerTold = true
-        // the calls made before the failure were spent all the same
-        await this.bookUsage(err.usage).catch((e) =>
-          log.warn({ err: { message: (e as Error).message } }, 'could not record model usage')
-        )
-        if (err.kind !== 'rejected') batchSize.onFailure(err.kind)
-        metrics.batchSize.set(batchSize.size)
-        metrics.analysisFailures.inc({ reason: err.kind })
-        log.warn({ kind: err.kind, err: { message: err.message }, size: rows.length }, 'model call failed')
-        if (err.kind === 'rejected') {
-          // the model refused this input: it counts against these conversations' attempts
-          await this.releaseFailed(rows, () => err.message).catch((e) => this.logReleaseError(log, e))
-        } else {
-          // an outage is not the conversations' fault: give them back without using an attempt
-          await this.d.conversations
-            .releaseClaims(
-              rows.map((r) => r.id),
-              this.owner,
-              Math.min(err.retryAfterMs ?? config.RETRY_BASE_MS, 60_000)
-            )
-            .catch((e) => this.logReleaseError(log, e))
-        }
-      } else if (this.abort.signal.aborted) {
-        // shutdown cut this batch short: not the conversations' fault, no attempt used
-        metrics.analysisFailures.inc({ reason: 'shutdown' })
-        await this.d.conversations
-          .releaseClaims(
-            rows.map((r) => r.id),
-            this.owner
-          )
-          .catch((e) => this.logReleaseError(log, e))
-      } else if (isDatabaseUnavailable(err)) {
-        // like a model outage, a database outage is not these conversations' fault: hand them
-        // back without using an attempt (if the database is still down, their leases expire)
-        metrics.analysisFailures.inc({ reason: 'database_unavailable' })
-        log.warn({ err: { message: (err as Error).message }, size: rows.length }, 'database unavailable during a batch')
-        await this.d.conversations
-          .releaseClaims(
-            rows.map((r) => r.id),
-            this.owner,
-            config.RETRY_BASE_MS
-          )
-          .catch((e) => this.logReleaseError(log, e))
-      } else {
-        metrics.analysisFailures.inc({ reason: 'internal' })
-        log.error({ err }, 'batch failed')
-        await this.releaseFailed(rows, (_id) => (err as Error).message ?? 'internal error').catch((e) =>
-          this.logReleaseError(log, e)
-        )
-      }
+      breakerTold = (await this.handleBatchFailure(log, rows, err)) || breakerTold
     } finally {
       // A probe must report (breaker.ts's contract), or the circuit stays half-open and the
-      // worker waits for ever. A probe that made no model call (all cache hits or skips, or a
+      // worker waits for ever. A probe that made no model call (all cache hits, or a
       // database error before the call) learned nothing about the model: stay cautious and
       // open again for one cooldown; the next probe takes other rows.
       if (probe && !breakerTold) breaker.recordFailure()
@@ -436,17 +347,44 @@ export class Worker extends EventEmitter {
     }
   }
 
-  /** Spend goes to the budget first (in memory, so the gate closes even if the write fails), then to the usage table. */
-  private async bookUsage(usage: BatchResult['usage'] | undefined): Promise<void> {
-    const { analyzer } = this.d
-    if (!analyzer.billable || !usage || usage.calls === 0) return
-    this.d.budget.add(usage.cost_usd)
-    await this.d.usage.add(analyzer.model, {
-      calls: usage.calls,
-      input: usage.input,
-      output: usage.output,
-      costUsd: usage.cost_usd
-    })
+  private countStored(rows: ClaimedConversation[], insights: { conversationId: string; model: string; cached: boolean }[], stored: string[]) {
+    const storedSet = new Set(stored)
+    const now = Date.now()
+    const receivedAt = new Map(rows.map((r) => [r.id, r.receivedAt]))
+    for (const i of insights) {
+      if (!storedSet.has(i.conversationId)) continue
+      this.d.metrics.insightsStored.inc({ model: i.model, cached: String(i.cached) })
+      this.d.metrics.insightLatency.observe((now - receivedAt.get(i.conversationId)!.getTime()) / 1000)
+    }
+  }
+
+  /** Applies classifyFailure's plan to a batch that threw; returns whether the breaker was told. */
+  private async handleBatchFailure(log: Logger, rows: ClaimedConversation[], err: unknown): Promise<boolean> {
+    const { breaker, batchSize, metrics, config } = this.d
+    const plan = classifyFailure(err, { aborted: this.abort.signal.aborted, retryBaseMs: config.RETRY_BASE_MS })
+    if (plan.breakerFailure) breaker.recordFailure()
+    if (plan.shrinkBatch) batchSize.onFailure(plan.shrinkBatch)
+    metrics.batchSize.set(batchSize.size)
+    metrics.analysisFailures.inc({ reason: plan.reason })
+    const message = (err as Error)?.message ?? String(err)
+    if (plan.level === 'error') log.error({ err, reason: plan.reason, size: rows.length }, 'batch failed')
+    else log.warn({ reason: plan.reason, err: { message }, size: rows.length }, 'batch failed')
+    // the calls made before a model failure were spent all the same
+    const spent = (err as { usage?: BatchResult['usage'] }).usage
+    await bookUsage(this.d, spent).catch((e) => log.warn({ err: { message: (e as Error).message } }, 'could not record model usage'))
+    const ids = rows.map((r) => r.id)
+    const release = plan.attemptUsed
+      ? this.releaseFailed(rows.map((row) => ({ row, reason: plan.reason, error: message })))
+      : this.d.conversations.releaseClaims(ids, this.owner, plan.releaseDelayMs)
+    await Promise.resolve(release).catch((e) => this.logReleaseError(log, e))
+    return plan.breakerFailure
+  }
+
+  private async releaseItemFailures(failures: ItemFailure[]): Promise<void> {
+    const byReason = new Map<AnalysisFailureReason, number>()
+    for (const f of failures) byReason.set(f.reason, (byReason.get(f.reason) ?? 0) + 1)
+    for (const [reason, n] of byReason) this.d.metrics.analysisFailures.inc({ reason }, n)
+    await this.releaseFailed(failures)
   }
 
   private logReleaseError(log: Logger, err: unknown) {
@@ -454,17 +392,17 @@ export class Worker extends EventEmitter {
   }
 
   /** A failed attempt: back-off doubling per attempt, a dead letter after MAX_ATTEMPTS. */
-  private async releaseFailed(rows: ClaimedConversation[], errorOf: (id: string) => string): Promise<void> {
+  private async releaseFailed(failures: ItemFailure[]): Promise<void> {
     const { config } = this.d
     await this.d.conversations.releaseFailed(
-      rows.map((r) => ({
-        id: r.id,
-        error: errorOf(r.id),
-        final: r.attempts >= config.MAX_ATTEMPTS,
-        delayMs: Math.min(config.RETRY_BASE_MS * 2 ** Math.max(0, r.attempts - 1), 3_600_000)
+      failures.map(({ row, error }) => ({
+        id: row.id,
+        error,
+        final: row.attempts >= config.MAX_ATTEMPTS,
+        delayMs: retryDelayMs(row.attempts, config.RETRY_BASE_MS)
       })),
       this.owner
     )
-    for (const r of rows) if (r.attempts >= config.MAX_ATTEMPTS) this.d.metrics.analysisFailures.inc({ reason: 'dead_letter' })
+    for (const { row } of failures) if (row.attempts >= config.MAX_ATTEMPTS) this.d.metrics.analysisFailures.inc({ reason: 'dead_letter' })
   }
 }

@@ -5,7 +5,8 @@ import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { LRUCache } from 'lru-cache'
 import type { Config } from '../config.ts'
-import { type ApiKey, hashKey, type Scope } from '../db/api-keys.ts'
+import { type ApiKey, hashKey } from '../db/api-keys.ts'
+import type { Scope } from '../domain.ts'
 import { AppError } from '../errors.ts'
 
 declare module 'fastify' {

@@ -9,6 +9,7 @@ import { type Database, openDatabase } from '../db/client.ts'
 import { conversationsRepository } from '../db/conversations.ts'
 import { insightsRepository } from '../db/insights.ts'
 import { usageRepository } from '../db/usage.ts'
+import { startupStep } from '../startup-progress.ts'
 
 export interface Repositories {
   conversations: ReturnType<typeof conversationsRepository>
@@ -26,8 +27,10 @@ declare module 'fastify' {
 }
 
 export default fp(
-  async (app, opts: { config: Config; logger: Logger; database?: Database }) => {
-    const database = opts.database ?? (await openDatabase(opts.config, opts.logger))
+  async (app, opts: { config: Config; logger: Logger; database?: Database; open?: typeof openDatabase }) => {
+    const open = opts.open ?? openDatabase
+    const database =
+      opts.database ?? (await startupStep(opts.logger.child({ module: 'database' }), 'opening the database', () => open(opts.config, opts.logger)))
     app.decorate('database', database)
     app.decorate('repos', {
       conversations: conversationsRepository(database),

@@ -12,7 +12,7 @@ export default fp(
         info: {
           title: 'Gleaner',
           version: opts.version,
-          description: 'Turns a stream of conversations into insights. Contract: shared/API.md.'
+          description: 'Turns a stream of conversations into insights. The contract, with what every field means: docs/api.md in the repository.'
         },
         tags: [
           { name: 'producers', description: 'ingest (scope ingest)' },

@@ -66,7 +66,6 @@ export default fp(
         latencyTargetMs: config.BATCH_LATENCY_TARGET_MS
       }),
       budget,
-      prefilter,
       metrics,
       logger: opts.logger
     })

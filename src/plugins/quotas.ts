@@ -3,8 +3,8 @@
 // given back after the insert.
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../config.ts'
-import type { Tier } from '../db/api-keys.ts'
+import { type Config, tierLimits } from '../config.ts'
+import type { Tier } from '../domain.ts'
 import { AppError } from '../errors.ts'
 
 export interface Quotas {
@@ -24,12 +24,8 @@ export default fp(
   async (app, opts: { config: Config }) => {
     const { config } = opts
     const repo = app.repos.apiKeys
-    const limitsFor = (tier: Tier) =>
-      tier === 'enterprise'
-        ? { daily: config.QUOTA_ENTERPRISE_DAILY, monthly: config.QUOTA_ENTERPRISE_MONTHLY }
-        : tier === 'pro'
-          ? { daily: config.QUOTA_PRO_DAILY, monthly: config.QUOTA_PRO_MONTHLY }
-          : { daily: config.QUOTA_FREE_DAILY, monthly: config.QUOTA_FREE_MONTHLY }
+    const { tiers } = tierLimits(config)
+    const limitsFor = (tier: Tier) => ({ daily: tiers[tier].daily, monthly: tiers[tier].monthly })
     app.decorate('quotas', {
       limitsFor,
       async consume(req, n) {

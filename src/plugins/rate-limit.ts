@@ -6,27 +6,15 @@ import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import type { Config } from '../config.ts'
-import type { Tier } from '../db/api-keys.ts'
+import { type Config, tierLimits } from '../config.ts'
 import { AppError } from '../errors.ts'
-
-export function tierLimit(config: Config, tier: Tier | null, kind: 'ingest' | 'read'): number {
-  const base =
-    tier === 'enterprise'
-      ? config.RATE_LIMIT_ENTERPRISE
-      : tier === 'pro'
-        ? config.RATE_LIMIT_PRO
-        : tier === 'free'
-          ? config.RATE_LIMIT_FREE
-          : config.RATE_LIMIT_ANONYMOUS
-  return kind === 'ingest' ? Math.max(1, Math.floor(base * config.RATE_LIMIT_INGEST_FACTOR)) : base
-}
 
 const kindOf = (req: FastifyRequest) => (req.routeOptions.config.scope === 'ingest' ? 'ingest' : 'read')
 
 export default fp(
   async (app, opts: { config: Config; logger: Logger }) => {
     const { config } = opts
+    const limits = tierLimits(config)
     let redis: Redis | undefined
     if (config.REDIS_URL) {
       // fail fast: a slow Redis must not stall every request behind it
@@ -44,7 +32,10 @@ export default fp(
       // availability over strictness: if Redis is down, serve rather than refuse everyone
       skipOnError: true,
       keyGenerator: (req) => `${req.apiKey ? `k:${req.apiKey.id}` : `ip:${req.ip}`}:${kindOf(req)}`,
-      max: async (req) => tierLimit(config, req.apiKey?.tier ?? null, kindOf(req)),
+      max: async (req) => {
+        const l = req.apiKey ? limits.tiers[req.apiKey.tier] : limits.anonymous
+        return kindOf(req) === 'ingest' ? l.ingests : l.reads
+      },
       errorResponseBuilder: (_req, ctx) =>
         new AppError('RATE_LIMITED', `rate limit of ${ctx.max} requests per window exceeded; retry in ${ctx.after}`, {
           retryAfter: Math.ceil(ctx.ttl / 1000)

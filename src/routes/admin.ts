@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { badRequest, notFound } from '../errors.ts'
 import { decodeCursor, encodeCursor } from './cursor.ts'
-import { ErrorBody, IdParams, storableInstant, UUID_RE } from './schemas.ts'
+import { ErrorBody, IdParams, Status, storableInstant, Tier, UUID_RE } from './schemas.ts'
 
 const Day = Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}$' })
 
@@ -24,7 +24,7 @@ const UsageOut = Type.Object({
       id: Type.String(),
       name: Type.String(),
       prefix: Type.String(),
-      tier: Type.String(),
+      tier: Tier,
       conversations_today: Type.Integer(),
       conversations_this_month: Type.Integer(),
       daily_quota: Type.Integer(),
@@ -85,7 +85,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }))
       const remaining = budget.remaining()
       const keys = (await app.repos.apiKeys.usage()).map((k) => {
-        const limits = app.quotas.limitsFor(k.tier as 'free' | 'pro' | 'enterprise')
+        const limits = app.quotas.limitsFor(k.tier)
         return {
           id: k.id,
           name: k.name,
@@ -164,15 +164,14 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         summary: 'Put a dead letter back in the queue with fresh attempts',
         params: IdParams,
-        response: { 202: Type.Object({ id: Type.String(), status: Type.Literal('pending') }), '4xx': ErrorBody, '5xx': ErrorBody }
+        response: { 202: Type.Object({ id: Type.String(), status: Status }), '4xx': ErrorBody, '5xx': ErrorBody }
       }
     },
     async (req, reply) => {
-      if (!UUID_RE.test(req.params.id) || !(await app.repos.conversations.retryDeadLetter(req.params.id))) {
-        throw notFound('dead letter')
-      }
-      app.pipeline.enqueue([req.params.id])
-      return reply.code(202).send({ id: req.params.id, status: 'pending' as const })
+      const retried = UUID_RE.test(req.params.id) ? await app.repos.conversations.retryDeadLetter(req.params.id) : null
+      if (!retried) throw notFound('dead letter')
+      app.pipeline.enqueue([retried.id])
+      return reply.code(202).send(retried)
     }
   )
 }

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Config } from '../config.ts'
 import type { NewConversation } from '../db/conversations.ts'
 import { GroupInserter } from '../db/group-insert.ts'
-import type { Message } from '../domain.ts'
+import type { ConversationStatus, Message } from '../domain.ts'
 import { AppError, notFound, validationFailed } from '../errors.ts'
 import { storableJson, storableText, textHash } from '../pipeline/normalize.ts'
 import { prefilter } from '../pipeline/prefilter.ts'
@@ -85,6 +85,11 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
 
   const count = (source: string, outcome: 'accepted' | 'duplicate' | 'rejected' | 'skipped', n = 1) =>
     metrics.ingested.inc({ source: sourceLabel(source), outcome }, n)
+  /** A new conversation stored: counted once, and a skip by the reason ingest's prefilter gave. */
+  const countStored = (row: NewConversation) => {
+    count(row.source, row.status === 'skipped' ? 'skipped' : 'accepted')
+    if (row.status === 'skipped' && row.skipReason) metrics.prefilterSkips.inc({ reason: row.skipReason })
+  }
 
   app.post(
     '/api/v1/conversations',
@@ -122,7 +127,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
         count(body.source, 'duplicate')
         return reply.code(200).send({ id: res.id, status: res.status, duplicate: true })
       }
-      count(body.source, res.status === 'skipped' ? 'skipped' : 'accepted')
+      countStored(row)
       if (res.status === 'pending') pipeline.enqueue([res.id])
       return reply.code(202).send({ id: res.id, status: res.status, duplicate: false })
     }
@@ -145,7 +150,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       const results: {
         index: number
         id?: string
-        status?: 'pending' | 'processing' | 'analyzed' | 'skipped' | 'failed'
+        status?: ConversationStatus
         duplicate?: boolean
         error?: { code: string; message: string; details?: unknown }
       }[] = new Array(items.length)
@@ -187,7 +192,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
           count(source, 'duplicate')
         } else {
           accepted++
-          count(source, res.status === 'skipped' ? 'skipped' : 'accepted')
+          countStored(rows[i]!)
           if (res.status === 'pending') fresh.push(res.id)
         }
       })

@@ -1,18 +1,13 @@
 // Database rows → the contract's JSON shapes. One place, so every route speaks the same.
 import type { InsightRow } from '../db/insights.ts'
 import type { conversations } from '../db/schema.ts'
+import { type Insight, pickInsightFields } from '../domain.ts'
 
-export function presentInsight(r: InsightRow) {
+export function presentInsight(r: InsightRow): Insight {
   return {
     conversation_id: r.conversationId,
     source: r.source,
-    sentiment: r.sentiment,
-    sentiment_score: r.sentimentScore,
-    topics: r.topics,
-    intent: r.intent,
-    urgency: r.urgency,
-    summary: r.summary,
-    language: r.language,
+    ...pickInsightFields(r),
     model: r.model,
     prompt_version: r.promptVersion,
     cached: r.cached,

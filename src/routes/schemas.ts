@@ -1,16 +1,29 @@
 // Route schemas (TypeBox): the source of truth for validation, response serialisation,
 // types and the OpenAPI document. Limits come from config, so they are built per app.
-import { type Static, Type } from 'typebox'
+import { type Static, type TInteger, Type } from 'typebox'
 import type { Config } from '../config.ts'
-import { CONVERSATION_STATUSES, INTENTS, InsightSchema, literals as lits, ROLES, SENTIMENTS, URGENCIES } from '../domain.ts'
+import {
+  BACKLOG_STATUSES,
+  CONVERSATION_STATUSES,
+  INTENTS,
+  InsightSchema,
+  literals as lits,
+  MessageSchema,
+  SENTIMENTS,
+  TIERS,
+  URGENCIES
+} from '../domain.ts'
+import { CIRCUIT_STATES } from '../pipeline/breaker.ts'
+import { PAUSE_REASONS } from '../pipeline/worker.ts'
+
+/** An object with one integer count per label, written out from the label list. */
+export function countsOf<const K extends readonly string[]>(labels: K) {
+  return Type.Object(Object.fromEntries(labels.map((k) => [k, Type.Integer()])) as { [P in K[number]]: TInteger })
+}
 
 export function conversationSchemas(config: Config) {
   const Message = Type.Object(
-    {
-      role: lits(ROLES),
-      content: Type.String({ minLength: 1, maxLength: config.MAX_CONTENT_CHARS }),
-      at: Type.Optional(Type.String({ format: 'date-time' }))
-    },
+    { ...MessageSchema.properties, content: Type.String({ minLength: 1, maxLength: config.MAX_CONTENT_CHARS }) },
     { additionalProperties: false }
   )
   const ConversationIn = Type.Object(
@@ -35,6 +48,7 @@ export function conversationSchemas(config: Config) {
 export type ConversationIn = Static<ReturnType<typeof conversationSchemas>['ConversationIn']>
 
 export const Status = lits(CONVERSATION_STATUSES)
+export const Tier = lits(TIERS)
 
 export const IngestOut = Type.Object({ id: Type.String(), status: Status, duplicate: Type.Boolean() })
 
@@ -68,9 +82,7 @@ export const ConversationOut = Type.Object({
   id: Type.String(),
   source: Type.String(),
   external_id: Type.Union([Type.String(), Type.Null()]),
-  messages: Type.Array(
-    Type.Object({ role: Type.String(), content: Type.String(), at: Type.Optional(Type.String()) })
-  ),
+  messages: Type.Array(MessageSchema),
   metadata: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()]),
   status: Status,
   received_at: Type.String({ format: 'date-time' }),
@@ -116,8 +128,8 @@ export const InsightsPage = Type.Object({
 
 export const SummaryOut = Type.Object({
   total: Type.Integer(),
-  by_sentiment: Type.Record(Type.String(), Type.Integer()),
-  by_urgency: Type.Record(Type.String(), Type.Integer()),
+  by_sentiment: countsOf(SENTIMENTS),
+  by_urgency: countsOf(URGENCIES),
   top_topics: Type.Array(
     Type.Object({
       topic: Type.String(),
@@ -133,16 +145,18 @@ export const SummaryOut = Type.Object({
   })
 })
 
+export const HEALTH_STATUSES = ['ok', 'degraded', 'stuck'] as const
+
 export const HealthOut = Type.Object({
-  status: lits(['ok', 'degraded', 'stuck'] as const),
+  status: lits(HEALTH_STATUSES),
   version: Type.String(),
   uptime_s: Type.Integer(),
   queue_size: Type.Integer(),
   worker_running: Type.Boolean(),
-  circuit: lits(['closed', 'open', 'half_open'] as const),
+  circuit: lits(CIRCUIT_STATES),
   instance_id: Type.String(),
-  paused_reason: Type.Union([Type.String(), Type.Null()]),
-  backlog: Type.Object({ pending: Type.Integer(), processing: Type.Integer(), failed: Type.Integer() }),
+  paused_reason: Type.Union([lits(PAUSE_REASONS), Type.Null()]),
+  backlog: countsOf(BACKLOG_STATUSES),
   last_progress_at: Type.String(),
   budget: Type.Union([
     Type.Object({ limit_usd: Type.Number(), spent_usd: Type.Number(), remaining_usd: Type.Number(), resets_at: Type.String() }),

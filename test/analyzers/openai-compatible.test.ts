@@ -1,9 +1,11 @@
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import t from 'tap'
-import { type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
+import { type FakeModelServer, type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 import { type AnalysisInput, ModelCallError } from '../../src/analyzers/analyzer.ts'
-import { createOpenAICompatibleAnalyzer, parseRetryAfter, splitProportionally } from '../../src/analyzers/openai-compatible.ts'
+import { parseRetryAfter, type TransportClock } from '../../src/analyzers/model-transport.ts'
+import { splitProportionally } from '../../src/analyzers/model-usage.ts'
+import { createOpenAICompatibleAnalyzer } from '../../src/analyzers/openai-compatible.ts'
 import { findConversationBlocks } from '../../src/analyzers/prompts.ts'
 import { loadConfig } from '../../src/config.ts'
 import { createMetrics } from '../../src/metrics.ts'
@@ -37,6 +39,35 @@ function captureLogger() {
   return { logger: pino({ level: 'trace' }, stream), lines }
 }
 
+/**
+ * The client's clock for tests: back-offs are recorded and return at once (still refusing
+ * to wait once aborted), and the jitter is the middle of its range.
+ */
+function testClock() {
+  const slept: number[] = []
+  const clock: TransportClock = {
+    async sleep(ms, signal) {
+      signal.throwIfAborted()
+      slept.push(ms)
+    },
+    random: () => 0.5
+  }
+  return { clock, slept }
+}
+
+/** Resolves once the fake has seen `n` calls abandoned by the client. */
+function aborted(fake: FakeModelServer, n: number): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (fake.stats.aborted < n) return
+      fake.events.off('abort', check)
+      resolve()
+    }
+    fake.events.on('abort', check)
+    check()
+  })
+}
+
 async function setup(t: WithTeardown, fakeOpts: FakeModelServerOptions = {}, env: Record<string, string> = {}) {
   const fake = await startFakeModelServer(fakeOpts)
   t.teardown(() => fake.close())
@@ -55,7 +86,8 @@ async function setup(t: WithTeardown, fakeOpts: FakeModelServerOptions = {}, env
   })
   const metrics = createMetrics({ defaultMetrics: false })
   const { logger, lines } = captureLogger()
-  const analyzer = createOpenAICompatibleAnalyzer(config, { metrics, logger })
+  const { clock, slept } = testClock()
+  const analyzer = createOpenAICompatibleAnalyzer(config, { metrics, logger, clock })
   t.teardown(() => analyzer.close())
   const calls = async () => {
     const out: Record<string, number> = {}
@@ -67,7 +99,7 @@ async function setup(t: WithTeardown, fakeOpts: FakeModelServerOptions = {}, env
     for (const v of (await metrics.modelTokens.get()).values) out[String(v.labels.type)] = v.value
     return out
   }
-  return { fake, config, metrics, analyzer, lines, calls, tokens }
+  return { fake, config, metrics, analyzer, lines, calls, tokens, slept }
 }
 
 t.test('a clean batch: one call, insights by id, usage and cost per item that sum to the batch', async (t) => {
@@ -174,12 +206,13 @@ t.test('many missing items are re-asked in halves, not one by one', async (t) =>
 })
 
 t.test('500s are retried with back-off, then the call succeeds', async (t) => {
-  const { fake, analyzer, calls } = await setup(t, { failNext: 2 })
+  const { fake, analyzer, calls, slept } = await setup(t, { failNext: 2 })
   const r = await analyzer.analyzeBatch(BATCH)
   t.ok(r.results.every((x) => x.ok))
   t.equal(fake.stats.calls, 3)
   t.equal(r.usage.calls, 3)
   t.same(await calls(), { error: 2, ok: 1 })
+  t.same(slept, [5, 10], 'full jitter over MODEL_RETRY_BASE_MS doubling per retry (at the middle of its range)')
 })
 
 t.test('persistent 500s end in ModelCallError error after MODEL_MAX_RETRIES + 1 calls', async (t) => {
@@ -193,26 +226,29 @@ t.test('persistent 500s end in ModelCallError error after MODEL_MAX_RETRIES + 1 
 
 t.test('a hung call times out and ends in ModelCallError timeout', async (t) => {
   const { fake, analyzer, calls } = await setup(t, { hang: true }, { MODEL_TIMEOUT_MS: '200', MODEL_MAX_RETRIES: '1' })
-  const started = Date.now()
   const err = await analyzer.analyzeBatch(BATCH).catch((e: unknown) => e)
   t.type(err, ModelCallError)
   t.equal((err as ModelCallError).kind, 'timeout')
+  t.match((err as ModelCallError).message, /no answer within 200 ms; gave up after 2 attempts/)
   t.equal(fake.stats.calls, 2)
-  t.ok(Date.now() - started >= 390, 'each attempt waited for its timeout')
   t.same(await calls(), { timeout: 2 })
-  await new Promise((r) => setTimeout(r, 30))
-  t.equal(fake.stats.aborted, 2, 'the client dropped both hung requests')
+  await aborted(fake, 2)
+  t.pass('the client dropped both hung requests')
 })
 
-t.test('429 with Retry-After: the retry waits at least that long', async (t) => {
-  const { fake, analyzer, calls } = await setup(t, { rateLimitNext: 1, retryAfterSeconds: 1 })
+t.test('429 with Retry-After: the retry waits that long, not a jittered back-off', async (t) => {
+  const { fake, analyzer, calls, slept } = await setup(t, { rateLimitNext: 1, retryAfterSeconds: 1 })
   const r = await analyzer.analyzeBatch(BATCH)
   t.ok(r.results.every((x) => x.ok))
   t.equal(fake.stats.calls, 2)
-  const [first, second] = fake.stats.callTimes
-  // a lower bound on behaviour (the wait was honoured), with room for timer rounding
-  t.ok(second! - first! >= 950, `second call came ${Math.round(second! - first!)} ms after the first`)
+  t.same(slept, [1_000], 'one wait, of the Retry-After')
   t.same(await calls(), { rate_limited: 1, ok: 1 })
+})
+
+t.test('a Retry-After longer than MODEL_RETRY_MAX_MS is capped', async (t) => {
+  const { analyzer, slept } = await setup(t, { rateLimitNext: 1, retryAfterSeconds: 60 }, { MODEL_RETRY_MAX_MS: '2000' })
+  await analyzer.analyzeBatch(BATCH)
+  t.same(slept, [2_000])
 })
 
 t.test('persistent 429 ends in ModelCallError rate_limited carrying the Retry-After', async (t) => {
@@ -330,7 +366,7 @@ t.test('network errors are retried and reported without the key or the request',
     MODEL_RETRY_BASE_MS: '10',
     MODEL_MAX_RETRIES: '2'
   })
-  const analyzer = createOpenAICompatibleAnalyzer(config, { metrics, logger })
+  const analyzer = createOpenAICompatibleAnalyzer(config, { metrics, logger, clock: testClock().clock })
   t.teardown(() => analyzer.close())
   const err = (await analyzer.analyzeBatch(BATCH).catch((e: unknown) => e)) as ModelCallError
   t.type(err, ModelCallError)
@@ -352,7 +388,8 @@ t.test('concurrent batches never hold more than MODEL_MAX_CONNECTIONS requests i
 t.test('a caller abort stops the call without a ModelCallError', async (t) => {
   const { fake, analyzer } = await setup(t, { hang: true })
   const ac = new AbortController()
-  setTimeout(() => ac.abort(new Error('shutting down')), 50)
+  // the worker shuts down while the call hangs at the provider
+  fake.events.once('call', () => ac.abort(new Error('shutting down')))
   const err = await analyzer.analyzeBatch(BATCH, ac.signal).catch((e: unknown) => e)
   t.notOk(err instanceof ModelCallError)
   t.match(err, { message: 'shutting down' })

@@ -203,3 +203,32 @@ t.test('extractJson prefers the insight list over earlier JSON in prose', async 
   const value = extractJson(`Config used: {"temperature": 0}. Answer: ${wrapped(item(0))}`)
   t.ok(Array.isArray((value as { insights?: unknown }).insights))
 })
+
+t.test('repair keeps the two rules apart from strings in one pass: a citation before a trailing comma, escapes', async (t) => {
+  t.equal(repairJson('{"a": ["x"] [3],}'), '{"a": ["x"] }')
+  t.equal(repairJson('{"a": "q \\" [1] ,}", "b": 1 ,【2†x】 }'), '{"a": "q \\" [1] ,}", "b": 1  }')
+  t.equal(repairJson('[{"a": 1}, ]'), '[{"a": 1} ]')
+  t.equal(repairJson('{"unterminated": "abc, ]'), '{"unterminated": "abc, ]', 'an open string runs to the end')
+})
+
+// A super-linear scanner would run for minutes here and the suite's timeout would fail it;
+// 1 MB is far above a real answer (a 100-conversation batch answers in about 50 KB).
+t.test('hostile answers of 1 MB are handled without a throw', async (t) => {
+  const MB = 1_000_000
+  const hostile: Record<string, string> = {
+    'open brackets': '['.repeat(MB),
+    'open braces': '{'.repeat(MB),
+    'commas and spaces': `[${', '.repeat(MB / 2)}]`,
+    'citations': `{"insights": [${'[1]'.repeat(MB / 3)}]}`,
+    'citation openers': '【'.repeat(MB),
+    'quotes': '"'.repeat(MB),
+    'escapes in a string': `{"a": "${'\\'.repeat(MB)}`,
+    'backticks': '`'.repeat(MB),
+    'fence openers': '```json\n{'.repeat(MB / 9),
+    'many small objects': '{"a":1} '.repeat(MB / 8)
+  }
+  for (const [name, text] of Object.entries(hostile)) {
+    const r = parseInsightsAnswer(text, 3)
+    t.equal(r.byIndex.size, 0, name)
+  }
+})

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import { type Database, lockDataDir, openDatabase } from '../../src/db/client.ts'
+import { type Database, openDatabase } from '../../src/db/client.ts'
+import { lockDataDir } from '../../src/db/data-dir-lock.ts'
 import { backendEnv, backends, freshPostgresUrl, tempDir, testConfig, waitFor } from '../helper.ts'
 
 const logger = pino({ level: 'silent' })
@@ -163,7 +164,7 @@ for (const backend of backends()) {
     await database.notify('gleaner_test', 'one')
     await database.notify('other_channel', 'not for us')
     await database.query(sql`SELECT pg_notify('gleaner_test', 'two')`)
-    await waitFor(() => got.length >= 2, { timeoutMs: 5_000, what: 'two notifications' })
+    await waitFor(() => got.length >= 2, { what: 'two notifications' })
     t.same(got, ['one', 'two'], 'from notify and from SQL alike')
     await unlisten()
     await database.notify('gleaner_test', 'three')

@@ -223,21 +223,6 @@ for (const backend of backends()) {
       t.same(await repo.claimOldest(10, 'w3', 60), [], 'not claimable before the delay')
     })
 
-    t.test('markSkipped records the reason only for rows this owner holds', async (t) => {
-      const [a, b] = await insertPending(2)
-      await repo.claimByIds([a!], 'w1', 60)
-      await repo.claimByIds([b!], 'w2', 60)
-      await repo.markSkipped(
-        [
-          { id: a!, reason: 'boilerplate_only' },
-          { id: b!, reason: 'boilerplate_only' }
-        ],
-        'w1'
-      )
-      t.match(await get(a!), { status: 'skipped', skipReason: 'boilerplate_only', leaseOwner: null })
-      t.match(await get(b!), { status: 'processing', skipReason: null })
-    })
-
     t.test('reclaimExpired requeues expired leases, fails those out of attempts, and leaves live leases', async (t) => {
       const [retry, spent, live] = await insertPending(3)
       await repo.claimByIds([retry!, spent!, live!], 'w1', 300)
@@ -326,7 +311,7 @@ for (const backend of backends()) {
       const [id] = await insertPending(1)
       await repo.claimByIds([id!], 'w1', 60)
       await repo.releaseFailed([{ id: id!, error: 'x', delayMs: 0, final: true }], 'w1')
-      t.equal(await repo.retryDeadLetter(id!), true)
+      t.same(await repo.retryDeadLetter(id!), { id, status: 'pending' })
       t.match(await get(id!), { status: 'pending', attempts: 0 })
       t.same(
         (await repo.claimOldest(1, 'w2', 60)).map((r) => r.id),
@@ -338,9 +323,9 @@ for (const backend of backends()) {
     t.test('retryDeadLetter refuses rows that are not failed', async (t) => {
       const [pending, processing] = await insertPending(2)
       await repo.claimByIds([processing!], 'w1', 60)
-      t.equal(await repo.retryDeadLetter(pending!), false)
-      t.equal(await repo.retryDeadLetter(processing!), false)
-      t.equal(await repo.retryDeadLetter('00000000-0000-7000-8000-000000000000'), false)
+      t.equal(await repo.retryDeadLetter(pending!), null)
+      t.equal(await repo.retryDeadLetter(processing!), null)
+      t.equal(await repo.retryDeadLetter('00000000-0000-7000-8000-000000000000'), null)
       t.match(await get(processing!), { status: 'processing', attempts: 1, leaseOwner: 'w1' })
     })
 

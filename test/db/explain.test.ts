@@ -5,6 +5,7 @@ import pino from 'pino'
 import t from 'tap'
 import { openDatabase } from '../../src/db/client.ts'
 import { insightsRepository } from '../../src/db/insights.ts'
+import { INTENTS, SENTIMENTS, URGENCIES } from '../../src/domain.ts'
 import { backendEnv, testConfig } from '../helper.ts'
 
 const N = 100_000
@@ -12,7 +13,7 @@ const N = 100_000
 t.test('plans on a 100k-row table use the indexes', { skip: process.env.DATABASE_URL ? false : 'needs DATABASE_URL' }, async (t) => {
   const database = await openDatabase(testConfig(await backendEnv(t, 'postgres')), pino({ level: 'silent' }))
   t.teardown(() => database.close())
-  // rows spread over 30 days, 5 sources, every sentiment/urgency, 40 topics; 1% still pending
+  // rows spread over 30 days, 5 sources, every sentiment, intent and urgency, 40 topics; 1% still pending
   await database.query(sql`
     INSERT INTO conversations (id, source, messages, status, text_hash, received_at)
     SELECT gen_random_uuid(), 'src-' || (g % 5), '[]'::jsonb,
@@ -21,10 +22,10 @@ t.test('plans on a 100k-row table use the indexes', { skip: process.env.DATABASE
     FROM generate_series(1, ${N}) g`)
   await database.query(sql`
     INSERT INTO insights (conversation_id, source, sentiment, sentiment_score, topics, intent, urgency, summary, language, model, prompt_version, created_at)
-    SELECT id, source, (ARRAY['positive','neutral','negative','mixed'])[1 + (abs(hashtext(id::text)) % 4)], 0,
+    SELECT id, source, (string_to_array(${SENTIMENTS.join(',')}, ','))[1 + (abs(hashtext(id::text)) % ${SENTIMENTS.length})], 0,
       ARRAY['topic-' || (abs(hashtext(id::text)) % 40), 'topic-' || (abs(hashtext(text_hash)) % 40)],
-      (ARRAY['complaint','question','praise','bug_report','other'])[1 + (abs(hashtext(text_hash)) % 5)],
-      (ARRAY['low','medium','high'])[1 + (abs(hashtext(id::text || 'u')) % 3)], 's', 'en', 'local-lexicon-v1', 'v1', received_at
+      (string_to_array(${INTENTS.join(',')}, ','))[1 + (abs(hashtext(text_hash)) % ${INTENTS.length})],
+      (string_to_array(${URGENCIES.join(',')}, ','))[1 + (abs(hashtext(id::text || 'u')) % ${URGENCIES.length})], 's', 'en', 'local-lexicon-v1', 'v1', received_at
     FROM conversations WHERE status = 'analyzed'`)
   await database.query(sql`ANALYZE`)
 

@@ -127,7 +127,7 @@ for (const backend of backends()) {
         conversationId: b,
         source: 'web-chat',
         sentiment: 'positive',
-        sentimentScore: 0.75,
+        sentiment_score: 0.75,
         topics: [],
         intent: 'refund_request',
         urgency: 'high',

@@ -17,7 +17,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const at = (...parts: string[]) => join(ROOT, ...parts)
 const APT_HINT = 'apt-get install -y --no-install-recommends prometheus docker-compose'
 
-// The contract's metric table (../shared/API.md, "GET /metrics") plus the two extra gauges
+// The contract's metric table (docs/api.md, "GET /metrics") plus the two extra gauges
 // src/metrics.ts defines for pausing and budget. Hard-coded on purpose: the test must not
 // depend on a file outside the repository.
 const HISTOGRAMS = ['gleaner_http_request_duration_seconds', 'gleaner_model_call_duration_seconds', 'gleaner_insight_latency_seconds']

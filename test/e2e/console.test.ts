@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
 import { type BrowserContext, chromium, type Page } from 'playwright-core'
 import t from 'tap'
+import { LOCAL_MODEL } from '../../src/analyzers/local.ts'
 import { INTENTS } from '../../src/domain.ts'
 import { CSV_COLUMNS } from '../../src/routes/export.ts'
 import { backendEnv, buildTestApp, listen, waitFor } from '../helper.ts'
@@ -232,7 +233,7 @@ t.test('the console in a real browser', { skip }, async (t) => {
       'user'
     ])
     const facts = await page.locator('#insight dl').textContent()
-    t.match(facts, /local-lexicon-v1/, 'the model')
+    t.match(facts, LOCAL_MODEL, 'the model')
     t.match(facts, /prompt version\s*v\d/, 'the prompt version')
     t.match(facts, /cost\s*\$0/, 'the cost')
     await shot('conversation')

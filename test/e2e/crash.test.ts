@@ -4,7 +4,7 @@
 // when their leases expire.
 import t from 'tap'
 import { startFakeModelServer } from '../../loadtest/fake-model-server.ts'
-import { body, conversation, freshPostgresUrl, waitFor } from '../helper.ts'
+import { body, conversation, freshPostgresUrl, WAIT_LIMIT_MS, waitFor } from '../helper.ts'
 import { checkAcknowledged, freePort, startServer, statusCounts, testPool } from './server-process.ts'
 
 const skip = process.env.DATABASE_URL ? false : 'needs a real PostgreSQL: set DATABASE_URL (CI sets it)'
@@ -57,7 +57,8 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
   let trickleErrors = 0
   let trickleAcks = 0
   const trickle = (async () => {
-    const deadline = Date.now() + 110_000
+    // a guard against trickling for ever; the restart below ends it long before on any machine
+    const deadline = Date.now() + 3 * WAIT_LIMIT_MS
     for (let i = 0; trickling && Date.now() < deadline; i++) {
       try {
         const res = await post(base, '/api/v1/conversations', item(i))
@@ -103,7 +104,6 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
 
   // some work done, then model calls that never answer, so the kill lands with claims held
   await waitFor(async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM insights')).rows[0]!.n >= 200, {
-    timeoutMs: 60_000,
     intervalMs: 50,
     what: 'the first insights'
   })
@@ -133,7 +133,7 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
       const c = await statusCounts(pool)
       return !c.pending && !c.processing && c
     },
-    { timeoutMs: 90_000, intervalMs: 200, what: 'nothing pending or processing' }
+    { intervalMs: 200, what: 'nothing pending or processing' }
   )
 
   const ids = [...acked.keys()]

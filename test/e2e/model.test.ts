@@ -409,8 +409,7 @@ for (const backend of backends()) {
 
       fake.setBehaviour({ errorRate: 0 })
       await waitFor(async () => (await app.repos.conversations.getById(unlucky!))?.status === 'analyzed', {
-        what: 'the row of the outage analysed',
-        timeoutMs: 10_000
+        what: 'the row of the outage analysed'
       })
       t.equal(app.pipeline.breaker.state, 'closed')
       t.match(await health(app), { status: 'ok', circuit: 'closed' })
@@ -430,8 +429,7 @@ for (const backend of backends()) {
       })
       await ingest(app, many(8))
       await waitFor(async () => (await health(app)).paused_reason === 'budget_exhausted', {
-        what: 'the worker paused on the budget',
-        timeoutMs: 10_000
+        what: 'the worker paused on the budget'
       })
       const callsWhenPaused = fake.stats.calls
       const usage = (await app.inject({ url: '/api/v1/usage' })).json()
@@ -491,7 +489,7 @@ for (const backend of backends()) {
       })
       const ids = await ingest(app, many(2000))
       t.equal(new Set(ids).size, 2000)
-      await waitFor(async () => (await statusCounts(app)).analyzed === 2000, { what: 'all 2000 analysed', timeoutMs: 90_000, intervalMs: 200 })
+      await waitFor(async () => (await statusCounts(app)).analyzed === 2000, { what: 'all 2000 analysed', intervalMs: 200 })
 
       t.same(await statusCounts(app), { analyzed: 2000 }, 'nothing left pending, processing or failed')
       t.equal(await insightCount(app), 2000, 'one insight per conversation')

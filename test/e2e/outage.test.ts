@@ -209,7 +209,7 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
       const c = Object.fromEntries(rows.map((r) => [r.status, r.n]))
       return !c.pending && !c.processing && c
     },
-    { timeoutMs: 60_000, intervalMs: 200, what: 'every acknowledged conversation settled' }
+    { intervalMs: 200, what: 'every acknowledged conversation settled' }
   )
   t.equal(counts.analyzed, ids.length, `all ${ids.length} acknowledged conversations stored and analysed`)
   const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM insights WHERE conversation_id = ANY($1::uuid[])', [ids])

@@ -5,7 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import pg from 'pg'
-import { waitFor } from '../helper.ts'
+import { WAIT_LIMIT_MS, waitFor } from '../helper.ts'
 
 type T = { teardown(fn: () => unknown): void; comment(...args: unknown[]): void; passing(): boolean }
 
@@ -38,7 +38,7 @@ export interface ServerProcess {
  * Starts a server process and resolves once /health/ready answers 200. The environment is
  * only what is given (plus PATH): nothing leaks in from the test runner's.
  */
-export async function startServer(t: T, env: Record<string, string>, { readyTimeoutMs = 60_000 } = {}): Promise<ServerProcess> {
+export async function startServer(t: T, env: Record<string, string>, { readyTimeoutMs = WAIT_LIMIT_MS } = {}): Promise<ServerProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort()
   const instanceId = env.INSTANCE_ID ?? `e2e-${port}`
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {

@@ -1,3 +1,4 @@
+import { once } from 'node:events'
 import t from 'tap'
 import { type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 import type { AnalysisInput } from '../../src/analyzers/analyzer.ts'
@@ -146,33 +147,41 @@ t.test('errorRate 1 always fails, 0 never', async (t) => {
 
 t.test('hang holds the call until the client aborts, and counts the abort', async (t) => {
   const { fake, chat } = await setup(t, { hang: true })
-  const started = Date.now()
-  await t.rejects(chat(BATCH, { signal: AbortSignal.timeout(150) }))
-  t.ok(Date.now() - started >= 140)
-  await new Promise((r) => setTimeout(r, 50))
+  const ac = new AbortController()
+  fake.events.once('call', () => ac.abort())
+  const abort = once(fake.events, 'abort')
+  await t.rejects(chat(BATCH, { signal: ac.signal }))
+  await abort
   t.equal(fake.stats.aborted, 1)
   t.equal(fake.stats.inFlight, 0)
+  t.same(fake.stats.byStatus, {}, 'it never answered')
 })
 
 t.test('close() returns while a call hangs', async (t) => {
   const fake = await startFakeModelServer({ hang: true })
+  const arrived = once(fake.events, 'call')
   const pending = fetch(`${fake.url}/chat/completions`, { method: 'POST', body: '{}' }).catch((err: Error) => err)
-  await new Promise((r) => setTimeout(r, 50))
+  await arrived
   await fake.close()
   t.type(await pending, Error)
 })
 
-t.test('latencyMs delays answers and maxInFlight sees the overlap', async (t) => {
-  const { fake, chat } = await setup(t, { latencyMs: 150 })
-  const started = Date.now()
-  const rs = await Promise.all([chat(), chat(), chat()])
-  t.ok(Date.now() - started >= 145)
-  t.same(
-    rs.map((r) => r.status),
-    [200, 200, 200]
-  )
+t.test('latencyMs holds every answer, concurrent calls overlapping in flight', async (t) => {
+  const { fake, chat } = await setup(t, { latencyMs: 60_000 })
+  // three calls held at once prove the delay: an undelayed answer would leave at most one in flight
+  const calls = [chat(), chat(), chat()]
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (fake.stats.inFlight < 3) return
+      fake.events.off('call', check)
+      resolve()
+    }
+    fake.events.on('call', check)
+  })
   t.equal(fake.stats.maxInFlight, 3)
-  t.equal(fake.stats.inFlight, 0)
+  fake.setBehaviour({ latencyMs: 0 })
+  await fake.close()
+  for (const r of await Promise.allSettled(calls)) t.equal(r.status, 'rejected', 'held until the server closed')
 })
 
 t.test('malformed answers are not plain JSON but our parser recovers them, except garbage', async (t) => {

@@ -4,8 +4,9 @@ import pino from 'pino'
 import t from 'tap'
 import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
 import { openDatabase } from '../../src/db/client.ts'
+import type { ClaimedConversation } from '../../src/db/conversations.ts'
 import type { InsightFields } from '../../src/domain.ts'
-import { AnalysisCache } from '../../src/pipeline/cache.ts'
+import { AnalysisCache, planFromCache } from '../../src/pipeline/cache.ts'
 import { cacheKey, sha256 } from '../../src/pipeline/normalize.ts'
 import { backendEnv, backends, testConfig } from '../helper.ts'
 
@@ -25,7 +26,9 @@ const entry = (summary = 'charged twice') => {
   return { key, model: 'test-model', promptVersion: 'v1', insight: insight(summary) }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** The cache's clock: moved by the tests, so a TTL passes without waiting for it. */
+const clock = { now: Date.now() }
+const now = () => clock.now
 
 for (const backend of backends()) {
   t.test(backend, async (t) => {
@@ -35,9 +38,9 @@ for (const backend of backends()) {
     t.beforeEach(async () => {
       await database.query(sql`TRUNCATE analysis_cache`)
     })
-    const repo = analysisCacheRepository(database)
+    const repo = analysisCacheRepository(database, now)
     const cache = (opts: { ttlSeconds?: number; lruSize?: number } = {}) =>
-      new AnalysisCache(repo, { ttlSeconds: opts.ttlSeconds ?? 3600, lruSize: opts.lruSize ?? 100 })
+      new AnalysisCache(repo, { ttlSeconds: opts.ttlSeconds ?? 3600, lruSize: opts.lruSize ?? 100, now })
     const row = async (key: string) =>
       (await database.query<{ hits: number; expires_at: Date | string }>(sql`SELECT hits, expires_at FROM analysis_cache WHERE key = ${key}`))[0]
 
@@ -84,28 +87,29 @@ for (const backend of backends()) {
     t.test('storing a key again replaces its insight and its expiry', async (t) => {
       const e = entry('first answer')
       await cache().store([e])
-      await database.query(sql`UPDATE analysis_cache SET expires_at = now() + interval '1 minute' WHERE key = ${e.key}`)
+      await database.query(sql`UPDATE analysis_cache SET expires_at = ${new Date(clock.now + 60_000)} WHERE key = ${e.key}`)
       await cache().store([{ ...e, insight: insight('second answer') }])
       t.same((await cache().lookup([e.key])).get(e.key)?.summary, 'second answer')
       const expires = new Date((await row(e.key))!.expires_at).getTime()
-      t.ok(expires > Date.now() + 3000 * 1000, 'expiry pushed out by the full TTL again')
+      t.equal(expires, clock.now + 3600 * 1000, 'expiry pushed out by the full TTL again')
     })
 
     t.test('an expired row in the table is a miss', async (t) => {
       const e = entry()
       await cache().store([e])
-      await database.query(sql`UPDATE analysis_cache SET expires_at = now() - interval '1 second' WHERE key = ${e.key}`)
+      await database.query(sql`UPDATE analysis_cache SET expires_at = ${new Date(clock.now - 1_000)} WHERE key = ${e.key}`)
       t.equal((await cache().lookup([e.key])).size, 0)
     })
 
     t.test('an entry is a miss once ttlSeconds have passed, in memory and in the table', async (t) => {
       const e = entry()
-      const c = cache({ ttlSeconds: 1 })
+      const c = cache({ ttlSeconds: 60 })
       await c.store([e])
-      t.equal((await c.lookup([e.key])).size, 1, 'fresh')
-      await sleep(1_100)
+      clock.now += 59_999
+      t.equal((await c.lookup([e.key])).size, 1, 'fresh until its TTL')
+      clock.now += 2
       t.equal((await c.lookup([e.key])).size, 0, 'the same cache: LRU entry expired too')
-      t.equal((await cache({ ttlSeconds: 1 }).lookup([e.key])).size, 0, 'a fresh cache: table row expired')
+      t.equal((await cache({ ttlSeconds: 60 }).lookup([e.key])).size, 0, 'a fresh cache: table row expired')
     })
 
     t.test(
@@ -113,11 +117,11 @@ for (const backend of backends()) {
       async (t) => {
         const e = entry()
         await cache().store([e])
-        await database.query(sql`UPDATE analysis_cache SET expires_at = now() + interval '1 second' WHERE key = ${e.key}`)
+        await database.query(sql`UPDATE analysis_cache SET expires_at = ${new Date(clock.now + 1_000)} WHERE key = ${e.key}`)
         const reader = cache({ ttlSeconds: 3600 })
         t.equal((await reader.lookup([e.key])).size, 1, 'valid while the row is')
-        await sleep(1_200)
-        t.equal((await reader.lookup([e.key])).size, 0, 'expired with the row')
+        clock.now += 1_001
+        t.equal((await reader.lookup([e.key])).size, 0, 'expired with the row, though the cache’s own TTL is an hour')
       }
     )
 
@@ -150,6 +154,49 @@ for (const backend of backends()) {
       await c.lookup([b.key])
       await cache().lookup([b.key]).then(async () => c.flushHits())
       t.equal((await row(b.key))!.hits, 2, 'only this cache’s hits are flushed by it')
+    })
+
+    t.test('planFromCache: hits are served, each unknown text is analysed once, its twins follow it', async (t) => {
+      const known = entry('known')
+      const c = cache()
+      await c.store([known])
+      const row = (id: string, key: string): ClaimedConversation => ({
+        id,
+        source: 'web-chat',
+        messages: [{ role: 'user', content: key }],
+        textHash: key,
+        receivedAt: new Date(),
+        attempts: 1
+      })
+      const fresh = entry().key
+      const other = entry().key
+      const rows = [row('a', fresh), row('b', known.key), row('c', fresh), row('d', other), row('e', known.key), row('f', fresh)]
+      const plan = await planFromCache(c, rows, (r) => r.textHash)
+      t.same(
+        plan.hits.map((h) => h.row.id),
+        ['b', 'e'],
+        'both conversations of the cached text are hits'
+      )
+      t.same(plan.hits[0]?.insight, known.insight)
+      t.same(
+        plan.leaders.map((r) => r.id),
+        ['a', 'd'],
+        'the first of each unknown text leads'
+      )
+      t.same(
+        plan.followers.map((r) => r.id),
+        ['c', 'f'],
+        'its twins follow'
+      )
+      t.equal(plan.keyOf.get('f'), fresh)
+    })
+
+    t.test('planFromCache of a batch the cache knows nothing of: every distinct text leads', async (t) => {
+      const rows = [entry().key, entry().key].map(
+        (key, i): ClaimedConversation => ({ id: `r${i}`, source: 's', messages: [], textHash: key, receivedAt: new Date(), attempts: 1 })
+      )
+      const plan = await planFromCache(cache(), rows, (r) => r.textHash)
+      t.same([plan.hits.length, plan.leaders.length, plan.followers.length], [0, 2, 0])
     })
 
     t.test('purgeExpired deletes expired rows only', async (t) => {

@@ -1,9 +1,187 @@
 // The worker as the pipeline runs it: a crashed instance's expired claims are taken back and
 // analysed; a claim that expired on its last attempt becomes a dead letter; identical texts
-// in one batch are analysed once.
+// in one batch are analysed once; the loop outlives any single failure; ingest's prefilter
+// verdict is final; an item failing alone is counted under its real cause.
 import { sql } from 'drizzle-orm'
+import pino from 'pino'
 import t from 'tap'
-import { backendEnv, backends, buildTestApp, conversation, waitFor } from '../helper.ts'
+import { startFakeModelServer } from '../../loadtest/fake-model-server.ts'
+import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
+import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
+import { type ConversationsRepository, conversationsRepository } from '../../src/db/conversations.ts'
+import { insightsRepository } from '../../src/db/insights.ts'
+import { usageRepository } from '../../src/db/usage.ts'
+import { createMetrics } from '../../src/metrics.ts'
+import { AdaptiveBatchSize } from '../../src/pipeline/batch-size.ts'
+import { CircuitBreaker } from '../../src/pipeline/breaker.ts'
+import { DailyBudget } from '../../src/pipeline/budget.ts'
+import { AnalysisCache } from '../../src/pipeline/cache.ts'
+import { textHash } from '../../src/pipeline/normalize.ts'
+import { WorkQueue } from '../../src/pipeline/queue.ts'
+import { Worker } from '../../src/pipeline/worker.ts'
+import { backendEnv, backends, buildTestApp, conversation, openMemoryDatabase, testConfig, waitFor } from '../helper.ts'
+
+type T = { teardown(fn: () => unknown): void }
+
+/**
+ * A Worker built by hand over a real PGlite database and the real local analyzer, so a test
+ * can hand it a breaker on a test clock and wrap a repository to inject one failure.
+ */
+async function handBuiltWorker(
+  t: T,
+  opts: {
+    conversations?: (real: ConversationsRepository) => ConversationsRepository
+    breaker?: CircuitBreaker
+  } = {}
+) {
+  const config = testConfig({ DATA_DIR: 'memory://', INSTANCE_ID: 'hand-built' })
+  const database = await openMemoryDatabase()
+  t.teardown(() => database.close())
+  const real = conversationsRepository(database)
+  const conversations = opts.conversations ? opts.conversations(real) : real
+  const insights = insightsRepository(database)
+  const usage = usageRepository(database)
+  const analyzer = createLocalAnalyzer()
+  const worker = new Worker({
+    config,
+    conversations,
+    insights,
+    usage,
+    queue: new WorkQueue(config.QUEUE_MAX),
+    cache: new AnalysisCache(analysisCacheRepository(database), { ttlSeconds: 3600, lruSize: 100 }),
+    analyzer,
+    breaker: opts.breaker ?? new CircuitBreaker({ failureThreshold: 5, cooldownMs: 30_000 }),
+    batchSize: new AdaptiveBatchSize({ min: 1, max: 10, initial: 10, latencyTargetMs: 10_000 }),
+    budget: new DailyBudget(undefined, usage),
+    metrics: createMetrics({ defaultMetrics: false }),
+    logger: pino({ level: 'silent' })
+  })
+  t.teardown(async () => {
+    await worker.stop()
+    await analyzer.close()
+  })
+  const pending = async (texts: string[]) => {
+    const rows = texts.map((content) => {
+      const messages = [{ role: 'user' as const, content }]
+      return { source: 'web-chat', messages, textHash: textHash(messages), status: 'pending' as const }
+    })
+    return (await real.insertMany(rows)).map((r) => r.id)
+  }
+  return { worker, database, insights, pending, real }
+}
+
+const texts = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `Order ${tag}-${i} arrived broken and nobody answers my emails.`)
+
+t.test('the loop survives a database error while handing back a batch the breaker refused', async (t) => {
+  let now = 0
+  const breaker = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 30_000, now: () => now })
+  let opened = false
+  let releaseFailedOnce = false
+  let signalReleaseFailed: () => void = () => {}
+  const releaseFailed = new Promise<void>((resolve) => {
+    signalReleaseFailed = resolve
+  })
+  const { worker, database, insights, pending } = await handBuiltWorker(t, {
+    breaker,
+    conversations: (real) => ({
+      ...real,
+      // another batch's failure opens the circuit while this claim is in flight
+      async claimOldest(...args) {
+        const rows = await real.claimOldest(...args)
+        if (rows.length && !opened) {
+          opened = true
+          breaker.recordFailure()
+        }
+        return rows
+      },
+      // ...and handing the claimed rows back then fails once
+      async releaseClaims(...args) {
+        if (args[0] !== 'all' && !releaseFailedOnce) {
+          releaseFailedOnce = true
+          signalReleaseFailed()
+          throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' })
+        }
+        return real.releaseClaims(...args)
+      }
+    })
+  })
+  const first = await pending(texts(3, 'a'))
+  await worker.start()
+  await releaseFailed
+  t.equal(breaker.state, 'open')
+
+  // the cooldown passes, the stranded claims' leases run out, new work arrives
+  now += 30_001
+  await database.query(sql`UPDATE conversations SET lease_expires_at = now() - interval '1 second' WHERE status = 'processing'`)
+  const second = await pending(texts(2, 'b'))
+  await worker.sweep()
+  await waitFor(async () => (await insights.getMany([...first, ...second])).length === 5, { what: 'every conversation analysed' })
+  t.equal(worker.status().running, true, 'the loop is still running')
+  t.equal(breaker.state, 'closed', 'the probe succeeded')
+})
+
+t.test('a step that throws anywhere is logged and the loop goes on', async (t) => {
+  class OnceBrokenBreaker extends CircuitBreaker {
+    broken = true
+    override get state() {
+      if (this.broken) {
+        this.broken = false
+        throw new Error('injected: a bug in a loop step')
+      }
+      return super.state
+    }
+  }
+  const { worker, insights, pending } = await handBuiltWorker(t, { breaker: new OnceBrokenBreaker({ failureThreshold: 5, cooldownMs: 30_000 }) })
+  const ids = await pending(texts(2, 'c'))
+  await worker.start()
+  await waitFor(async () => (await insights.getMany(ids)).length === 2, { what: 'analysed after the failed step' })
+  t.equal(worker.status().running, true)
+})
+
+t.test("ingest's prefilter verdict is final: a pending row the prefilter would skip is analysed", async (t) => {
+  const { worker, real, pending } = await handBuiltWorker(t)
+  const [id] = await pending(['thanks'])
+  await worker.start()
+  const row = await waitFor(async () => {
+    const r = await real.getById(id!)
+    return r?.status !== 'pending' && r?.status !== 'processing' && r
+  })
+  t.equal(row.status, 'analyzed', 'not re-judged and skipped by the worker')
+  t.equal(row.skipReason, null)
+})
+
+t.test('an item failing alone is counted under its real cause', async (t) => {
+  const fake = await startFakeModelServer({ partial: 1 })
+  t.teardown(() => fake.close())
+  // the first answer drops the last conversation; the call re-asking for it alone then fails
+  fake.events.once('answer', () => fake.setBehaviour({ failNext: 1 }))
+  const app = await buildTestApp(t, {
+    DATA_DIR: 'memory://',
+    MODEL_PROVIDER: 'openai-compatible',
+    MODEL_BASE_URL: fake.url,
+    MODEL_NAME: 'fake-1',
+    MODEL_MAX_RETRIES: '0',
+    MAX_ATTEMPTS: '1', // one failure makes a dead letter: nothing retries while we look
+    WORKER_ENABLED: 'false'
+  })
+  const res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload: { conversations: [conversation(), conversation()] } })
+  const ids: string[] = res.json().results.map((r: { id: string }) => r.id)
+  await app.pipeline.worker.start()
+  // which conversation the answer drops depends on the order of the claim: either may
+  const [failed, other] = await waitFor(async () => {
+    const rows = await Promise.all(ids.map((id) => app.repos.conversations.getById(id)))
+    const dead = rows.find((r) => r?.status === 'failed')
+    return dead && rows.every((r) => r?.status === 'failed' || r?.status === 'analyzed') && [dead, rows.find((r) => r !== dead)!]
+  })
+  t.match(failed!.lastError, /model endpoint answered 500/)
+  t.equal(other?.status, 'analyzed', 'the rest of the batch went through')
+  const metric = await app.metrics.analysisFailures.get()
+  t.same(
+    Object.fromEntries(metric.values.map((v) => [v.labels.reason, v.value])),
+    { error: 1, dead_letter: 1 },
+    'counted as the failed call it was, not as invalid output'
+  )
+})
 
 for (const backend of backends()) {
   t.test(backend, async (t) => {

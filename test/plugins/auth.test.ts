@@ -12,7 +12,10 @@ const ROUTES: { method: 'GET' | 'POST'; url: string; scope: 'ingest' | 'read' | 
   { method: 'GET', url: '/api/v1/insights/summary', scope: 'read' },
   { method: 'GET', url: '/api/v1/usage', scope: 'admin' },
   { method: 'GET', url: '/api/v1/dead-letters', scope: 'admin' },
-  { method: 'POST', url: '/api/v1/dead-letters/01a21707-d7b5-7224-9b79-4b49e121f239/retry', scope: 'admin', body: () => ({}) }
+  { method: 'POST', url: '/api/v1/dead-letters/01a21707-d7b5-7224-9b79-4b49e121f239/retry', scope: 'admin', body: () => ({}) },
+  { method: 'GET', url: '/api/v1/keys', scope: 'admin' },
+  { method: 'POST', url: '/api/v1/keys', scope: 'admin', body: () => ({ name: 'made-in-a-test', scopes: ['read'] }) },
+  { method: 'POST', url: '/api/v1/keys/gln_nothing_/revoke', scope: 'admin', body: () => ({}) }
 ]
 
 for (const backend of backends()) {

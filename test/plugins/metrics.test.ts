@@ -63,7 +63,7 @@ scrape_configs:
       const tgt = r.data.activeTargets.find((x: { labels: { job: string } }) => x.labels.job === 'gleaner')
       return tgt?.health === 'up' && tgt
     },
-    { timeoutMs: 60_000, intervalMs: 250, what: 'target up' }
+    { intervalMs: 250, what: 'target up' }
   )
   t.equal(targets.health, 'up')
   const q = await waitFor(
@@ -71,7 +71,7 @@ scrape_configs:
       const r = await body(await fetch(`${api}/query?query=gleaner_queue_depth`))
       return r.data.result.length > 0 && r
     },
-    { timeoutMs: 30_000, intervalMs: 250, what: 'series' }
+    { intervalMs: 250, what: 'series' }
   )
   t.equal(q.data.result[0].metric.job, 'gleaner')
 })

@@ -16,6 +16,19 @@ async function pendingConversations(app: TestApp, n: number): Promise<string[]> 
   return res.json().results.map((r: { id: string }) => r.id)
 }
 
+/**
+ * The app is shared by the tests of a back end: rows a test turns into dead letters are put
+ * back to pending when it ends, pass or fail, so the next test's pages hold only its own.
+ */
+function releaseAtTeardown(t: { teardown(fn: () => unknown): void }, app: TestApp, ids: string[]) {
+  t.teardown(() =>
+    app.database.query(sql`UPDATE conversations SET status = 'pending', attempts = 0, lease_owner = NULL WHERE id IN (${sql.join(
+      ids.map((id) => sql`${id}`),
+      sql`, `
+    )})`)
+  )
+}
+
 /** Walks every page of the dead letters; returns the ids in order and the number of pages. */
 async function allDeadLetterPages(app: TestApp, limit: number) {
   const ids: string[] = []
@@ -99,6 +112,7 @@ for (const backend of backends()) {
 
     t.test('dead letters page newest failure first, every one exactly once', async (t) => {
       const ids = await pendingConversations(app, 7)
+      releaseAtTeardown(t, app, ids)
       // failed in one statement, so all seven share one failure time and only the id orders
       // them; the time is cut to milliseconds, as the worker writes it (JS Date)
       await app.database.query(sql`
@@ -128,7 +142,6 @@ for (const backend of backends()) {
       const exact = await allDeadLetterPages(app, 7)
       t.equal(exact.pages, 1, 'a page that holds the rest has no next cursor')
       t.equal(exact.ids.length, 7)
-      await app.database.query(sql`UPDATE conversations SET status = 'pending', attempts = 0 WHERE status = 'failed'`)
     })
 
     // PostgreSQL's clock has microseconds and cursors carry milliseconds: updated_at is
@@ -137,6 +150,7 @@ for (const backend of backends()) {
       'dead letters whose leases expired on the last attempt page every one exactly once',
       async (t) => {
         const ids = await pendingConversations(app, 5)
+        releaseAtTeardown(t, app, ids)
         // a crashed instance held them on their last attempt: the sweep turns them into dead letters
         await app.database.query(sql`
           UPDATE conversations SET status = 'processing', attempts = 5, lease_owner = 'crashed',
@@ -148,7 +162,6 @@ for (const backend of backends()) {
         t.same(await app.repos.conversations.reclaimExpired(5), { requeued: 0, failed: 5 })
         const { ids: seen } = await allDeadLetterPages(app, 2)
         t.same([...seen].sort(), [...ids].sort())
-        await app.database.query(sql`UPDATE conversations SET status = 'pending', attempts = 0 WHERE status = 'failed'`)
       }
     )
 
@@ -162,6 +175,7 @@ for (const backend of backends()) {
 
     t.test('retrying a dead letter puts it back to pending with fresh attempts', async (t) => {
       const [id] = await pendingConversations(app, 1)
+      releaseAtTeardown(t, app, [id!])
       await app.database.query(sql`UPDATE conversations SET status = 'failed', attempts = 5, last_error = 'boom' WHERE id = ${id}`)
       const res = await app.inject({ method: 'POST', url: `/api/v1/dead-letters/${id}/retry` })
       t.equal(res.statusCode, 202)

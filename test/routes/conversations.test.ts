@@ -37,7 +37,10 @@ for (const backend of backends()) {
       t.equal(b.duplicate, false)
     })
 
-    t.test('the prefilter skips low-value conversations at ingest with a reason', async (t) => {
+    t.test('the prefilter skips low-value conversations at ingest with a reason, counted by reason', async (t) => {
+      const skips = async () =>
+        Object.fromEntries((await app.metrics.prefilterSkips.get()).values.map((v) => [String(v.labels.reason), v.value]))
+      const before = await skips()
       const cases: [unknown[], string][] = [
         [[{ role: 'assistant', content: 'Hello, how can I help you today?' }], 'no_user_message'],
         [[{ role: 'user', content: 'hi' }], 'boilerplate_only'],
@@ -51,6 +54,12 @@ for (const backend of backends()) {
         const row = await app.repos.conversations.getById(res.json().id)
         t.equal(row?.skipReason, reason)
       }
+      const after = await skips()
+      for (const [, reason] of cases) t.equal((after[reason] ?? 0) - (before[reason] ?? 0), 1, `one ${reason} counted`)
+      const dup = conversation({ messages: [{ role: 'user', content: 'hi' }] })
+      await post(dup)
+      await post(dup)
+      t.equal((await skips()).boilerplate_only, (after.boilerplate_only ?? 0) + 1, 'a duplicate is not counted again')
     })
 
     t.test('a batch stores valid items and rejects invalid ones one by one', async (t) => {

@@ -59,9 +59,24 @@ for (const backend of backends()) {
       t.equal(app.pipeline.insights.clients, 0, 'no subscriber left behind')
     })
 
-    t.test('a stream needs the read scope and valid filters', async (t) => {
+    t.test('a stream with a malformed filter is a 400 before it opens', async (t) => {
       const bad = await app.inject({ url: '/api/v1/insights/stream?sentiment=angry' })
       t.equal(bad.statusCode, 400)
+      t.equal(bad.json().error.code, 'VALIDATION_FAILED')
+    })
+
+    t.test('a stream needs a key with the read scope', async (t) => {
+      const secured = await buildTestApp(t, { ...(await backendEnv(t, backend)), AUTH: 'on', WORKER_ENABLED: 'false' })
+      const securedBase = await listen(secured)
+      const key = async (scopes: ('ingest' | 'read')[]) => (await secured.repos.apiKeys.create({ name: scopes.join('+'), scopes, tier: 'free' })).key
+      const url = '/api/v1/insights/stream'
+      t.equal((await secured.inject({ url })).statusCode, 401, 'no key')
+      t.equal((await secured.inject({ url, headers: { authorization: `Bearer ${await key(['ingest'])}` } })).statusCode, 403, 'a producer key')
+      const readKey = await key(['read'])
+      const res = await request(`${securedBase}${url}`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${readKey}` } })
+      t.equal(res.statusCode, 200, 'a read key opens it')
+      t.match(res.headers['content-type'], /text\/event-stream/)
+      res.body.destroy()
     })
 
     if (backend === 'postgres') {

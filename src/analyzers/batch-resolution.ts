@@ -1,0 +1,126 @@
+// Batch resolution: how a batch of conversations becomes one insight each from a model that
+// drops items, invalidates some and mangles whole answers. One prompt for the batch; what
+// it leaves without a valid insight is asked again in smaller prompts (alone when few,
+// else in halves), so one bad conversation never fails its batch. It only decides what to
+// ask; `ask` (the analyzer) sends, retries and parses.
+import type { InsightFields } from '../domain.ts'
+import { type AnalysisInput, type ItemFailureReason, ModelCallError } from './analyzer.ts'
+import type { ParsedAnswer } from './parse.ts'
+
+/**
+ * Halvings allowed when re-asking for items a model dropped or an answer it mangled. Seven
+ * take BATCH_MAX's default of 100 down to single items; anything left then fails retryably.
+ */
+const MAX_SPLIT_DEPTH = 7
+/** Leftovers this small are asked one by one: halving them saves no call. */
+const ASK_ALONE_AT_MOST = 3
+
+/** One conversation of the batch: its position, and its weight (prompt length) for the usage split. */
+export type Entry = { pos: number; item: AnalysisInput; weight: number }
+
+export type CallOutcome = { parsed: ParsedAnswer } | { unparseable: string }
+
+/**
+ * One prompt for `group`, retried on transport failures (and, when asked, on answers that
+ * hold no insight list). Throws ModelCallError once its retries are spent.
+ */
+export type Ask = (group: Entry[], retryUnparseable: boolean) => Promise<CallOutcome>
+
+export interface ItemFailure {
+  error: string
+  retryable: boolean
+  reason: ItemFailureReason
+}
+
+export interface Resolution {
+  /** by position in the batch */
+  insights: Array<InsightFields | undefined>
+  failures: Array<ItemFailure | undefined>
+}
+
+const NO_VALID_INSIGHT = 'the model gave no valid insight for this conversation'
+
+/**
+ * Throws ModelCallError when the first prompt fails after its retries (the whole call
+ * failed: the breaker's business), or when no answer at all could be parsed.
+ */
+export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resolution> {
+  const n = entries.reduce((m, e) => Math.max(m, e.pos + 1), 0)
+  const insights: Array<InsightFields | undefined> = new Array(n)
+  const failures: Array<ItemFailure | undefined> = new Array(n)
+  if (entries.length === 0) return { insights, failures }
+
+  const fail = (group: Entry[], error: string, reason: ItemFailureReason, retryable = true) => {
+    for (const e of group) if (!insights[e.pos]) failures[e.pos] = { error, retryable, reason }
+  }
+
+  /** Takes the valid insights of an answer; returns the entries still without one. */
+  const accept = (group: Entry[], parsed: ParsedAnswer): Entry[] => {
+    const rest: Entry[] = []
+    group.forEach((e, i) => {
+      const insight = parsed.byIndex.get(i)
+      if (insight) insights[e.pos] = insight
+      else rest.push(e)
+    })
+    return rest
+  }
+
+  /**
+   * Re-asks for entries an answer dropped, invalidated or mangled: small leftovers one by
+   * one, larger ones in halves. Calls run one after another so a batch never holds more
+   * than one call in flight (WORKER_CONCURRENCY bounds batches, and so calls, per process).
+   */
+  const resolveLeftovers = async (group: Entry[], depth: number): Promise<void> => {
+    if (group.length === 0) return
+    if (depth > MAX_SPLIT_DEPTH) return fail(group, NO_VALID_INSIGHT, 'invalid_output')
+    const parts = group.length <= ASK_ALONE_AT_MOST ? group.map((e) => [e]) : halves(group)
+    const next: Entry[][] = []
+    let anyParsed = false
+    for (const [i, part] of parts.entries()) {
+      let outcome: CallOutcome
+      try {
+        outcome = await ask(part, false)
+      } catch (err) {
+        if (!(err instanceof ModelCallError)) throw err
+        fail(part, err.message, err.kind, err.kind !== 'rejected')
+        // An outage or rate limit will not spare the next part; a refused part might be alone in that.
+        if (err.kind !== 'rejected') {
+          for (const later of parts.slice(i + 1)) fail(later, err.message, err.kind)
+          return
+        }
+        continue
+      }
+      if ('parsed' in outcome) {
+        anyParsed = true
+        const rest = accept(part, outcome.parsed)
+        if (rest.length === 0) continue
+        if (part.length === 1) fail(rest, NO_VALID_INSIGHT, 'invalid_output')
+        else next.push(rest)
+      } else if (part.length === 1) {
+        fail(part, `the model answer could not be parsed: ${outcome.unparseable}`, 'invalid_output')
+      } else {
+        next.push(part)
+      }
+    }
+    // Every part unparseable means the model is broken, not one conversation: stop spending.
+    if (!anyParsed) {
+      for (const part of next) fail(part, 'the model answer could not be parsed', 'invalid_output')
+      return
+    }
+    for (const part of next) await resolveLeftovers(part, depth + 1)
+  }
+
+  const first = await ask(entries, true)
+  const leftovers = 'parsed' in first ? accept(entries, first.parsed) : entries
+  await resolveLeftovers(leftovers, 1)
+  if ('unparseable' in first && !insights.some(Boolean)) {
+    throw new ModelCallError('error', `the model answer could not be parsed: ${first.unparseable}`)
+  }
+  for (const e of entries) if (!insights[e.pos] && !failures[e.pos]) failures[e.pos] = { error: NO_VALID_INSIGHT, retryable: true, reason: 'invalid_output' }
+  return { insights, failures }
+}
+
+function halves<T>(list: T[]): [T[], T[]] {
+  const mid = Math.ceil(list.length / 2)
+  return [list.slice(0, mid), list.slice(mid)]
+}
