@@ -190,20 +190,26 @@ t.test('the console in a real browser', { skip }, async (t) => {
   })
 
   await t.test('keyset paging: older shows the next page, newer comes back', async (t) => {
+    // the API's first 50 are the truth; the page is waited on until it shows them, because a
+    // hash-only navigation keeps the previous view's table in the DOM until the new rows render
+    const all = (await (await api('/api/v1/insights?limit=50', readKey)).json()) as { items: { conversation_id: string }[] }
+    const ids = all.items.map((i) => i.conversation_id)
+    const showing = async (want: string[], pageLabel: string) =>
+      (await page.locator('#page-number').textContent()) === pageLabel && JSON.stringify(await rowIds()) === JSON.stringify(want)
     await page.goto(`${base}/console/#/insights`)
     await page.waitForSelector('#insight-table')
+    await waitFor(() => showing(ids.slice(0, 25), 'page 1'), { what: 'the first 25 of the API on page 1' })
     const first = await rowIds()
     await shot('insights')
     await page.click('#older')
     await page.waitForFunction("location.hash.includes('cursor=')")
-    await waitFor(async () => (await page.locator('#page-number').textContent()) === 'page 2', { what: 'page 2' })
+    await waitFor(() => showing(ids.slice(25, 50), 'page 2'), { what: 'the API\'s next 25 on page 2' })
     const second = await rowIds()
     t.equal(second.length, 25)
     t.equal(second.filter((id) => first.includes(id)).length, 0, 'no row twice')
-    const all = (await (await api('/api/v1/insights?limit=50', readKey)).json()) as { items: { conversation_id: string }[] }
-    t.same([...first, ...second], all.items.map((i) => i.conversation_id), 'the same order as the API\'s first 50')
+    t.same([...first, ...second], ids, 'the same order as the API\'s first 50')
     await page.click('#newer')
-    await waitFor(async () => (await page.locator('#page-number').textContent()) === 'page 1', { what: 'page 1' })
+    await waitFor(() => showing(first as string[], 'page 1'), { what: 'page 1 again' })
     t.same(await rowIds(), first, 'back on the first page')
   })
 
