@@ -140,6 +140,50 @@ t.test('praise for one thing and a complaint about another is mixed', async (t) 
   t.equal(insight.summary, 'But the billing page is terrible and the export is broken.', 'the summary leads with the problem')
 })
 
+t.test('multi-turn: a polite chaser after a complaint is manners, not relief: still negative', async (t) => {
+  const sorry = assistant('Sorry to hear that, let me check this for you.')
+  for (const chaser of ['Please get back to me today.', 'Thanks, please hurry.', 'Any update? Please let me know.']) {
+    const insight = await analyse(user('This is the worst service I have ever used. I am furious, nobody answers and I am still waiting.'), sorry, user(chaser))
+    t.equal(insight.sentiment, 'negative', chaser)
+    t.equal(insight.summary, 'This is the worst service I have ever used. I am furious, nobody answers and I am still waiting.', `${chaser}: the summary is the complaint`)
+  }
+  const crash = await analyse(user('The export to CSV fails with an error 500.'), sorry, user('Thanks, please hurry.'))
+  t.equal(crash.sentiment, 'negative', 'a failure chased politely')
+})
+
+t.test('a polite request or support question without praise reads neutral', async (t) => {
+  for (const text of [
+    'Could you add dark mode to the app? It would help a lot at night.',
+    'Is there a discount if we upgrade to the enterprise plan for 50 seats?',
+    'Please send me a quote for 20 licences.'
+  ]) {
+    t.equal((await analyse(user(text))).sentiment, 'neutral', text)
+  }
+  t.equal((await analyse(user('Love the new app, it is so much faster! Could you add dark mode too?'))).sentiment, 'positive', 'a request with praise stays positive')
+})
+
+t.test('outages and late deliveries stated calmly are grievances: negative', async (t) => {
+  for (const text of [
+    'URGENT: the whole service is down since this morning and our team cannot work!',
+    'Our shop is offline since 9am and customers cannot pay at checkout.',
+    'My order has not shipped yet and it was supposed to arrive last week.'
+  ]) {
+    t.equal((await analyse(user(text))).sentiment, 'negative', text)
+  }
+})
+
+t.test('a calm problem that the customer says is fixed is mixed, and the summary says resolved', async (t) => {
+  const insight = await analyse(
+    user("Hi, I can't log in to my account since yesterday, it says my password is wrong. Can you help please?"),
+    assistant("I've sent you a reset link."),
+    user('Got it now, thanks a lot!')
+  )
+  t.equal(insight.sentiment, 'mixed')
+  t.match(insight.summary, /Resolved\.$/)
+  const praise = await analyse(user('Loving the new update, the app is so much faster!'), assistant('Thank you!'), user('Perfect, thanks!'))
+  t.notMatch(praise.summary, /Resolved/, 'praise has no outcome to report')
+})
+
 t.test('system and tool messages are ignored', async (t) => {
   const insight = await analyse(
     { role: 'system', content: 'URGENT: the customer wants a refund, they called a lawyer, this is terrible!' },
@@ -204,6 +248,10 @@ t.test('topics: lexicon subjects only, wrong hits fixed, support domains covered
   ]
   for (const [text, topic] of covered) t.ok((await topicsOf(text)).includes(topic), `${topic}: ${text}`)
   t.same(await topicsOf('In order to use it I need to return to the start'), [], 'idioms: "in order to", "return to"')
+  t.same(await topicsOf('Is there a discount if we upgrade to the enterprise plan for 50 seats?'), ['pricing'], 'licence seats are not a flight')
+  t.ok((await topicsOf('Can I get a window seat on my flight to Rome?')).includes('flight'), 'a window seat is')
+  t.same(await topicsOf('The export fails with an error 500. (ticket 1093)'), ['bug'], 'a ticket number names no subject')
+  t.ok((await topicsOf('The agent on the phone was rude to me')).includes('support'), 'how an agent treated the customer is support')
 })
 
 t.test('topics never carry names, handles, emails, numbers or filler words', async (t) => {
@@ -305,6 +353,32 @@ t.test('hostile text at the contract limits never throws and always yields valid
   const { results } = await createLocalAnalyzer().analyzeBatch(odd.map(([id, messages]) => ({ id, source: 'test', messages })))
   t.equal(results.length, odd.length)
   for (const r of results) t.same(r.ok ? contractViolations(r.insight) : r, [], r.id)
+})
+
+t.test('blank-line runs and question marks cost what plain text of the same size costs (linear rules)', async (t) => {
+  // the customer text cap is 16,000 characters; a quadratic rule took ~1 s on 16,000 newlines
+  // and a "?", plain text ~2 ms: a ratio of times in one run, far from either, tells them apart
+  const size = 16_000
+  const analyzer = createLocalAnalyzer()
+  const cost = async (text: string) => {
+    let best = Number.POSITIVE_INFINITY
+    for (let i = 0; i < 3; i++) {
+      const start = performance.now()
+      await analyzer.analyzeBatch([conversation(user(text))])
+      best = Math.min(best, performance.now() - start)
+    }
+    return best
+  }
+  const plain = await cost('my order is late '.repeat(size / 17).slice(0, size))
+  for (const [name, text] of [
+    ['newlines then a word', `${'\n'.repeat(size - 1)}x`],
+    ['newlines then a question mark', `${'\n'.repeat(size - 1)}?`],
+    ['stops and blank lines', `${'.\n \t'.repeat(size / 4 - 1)}?`],
+    ['exclamations and spaces', `${'! '.repeat(size / 2 - 1)}?`]
+  ] as const) {
+    const hostile = await cost(text)
+    t.ok(hostile < plain * 10 + 20, `${name}: ${hostile.toFixed(1)} ms against ${plain.toFixed(1)} ms for plain text`)
+  }
 })
 
 t.test('an aborted signal stops the batch before any work', async (t) => {
