@@ -172,6 +172,20 @@ t.test('outages and late deliveries stated calmly are grievances: negative', asy
   }
 })
 
+t.test('support grievances the review models misread: never read as praise or calm', async (t) => {
+  const cases: [text: string, want: Partial<InsightFields>][] = [
+    ['hey i was charged for a subscription i never signed up for', { sentiment: 'negative', urgency: 'high' }],
+    ['your agent hung up on me twice today', { sentiment: 'negative', intent: 'complaint' }],
+    ['my internet has been dropping every 10 minutes since tuesday', { sentiment: 'negative', intent: 'bug_report' }],
+    ['the new update drains my battery so fast', { sentiment: 'negative', intent: 'bug_report' }],
+    ["I'd like to upgrade my plan to the family bundle", { sentiment: 'neutral', intent: 'purchase' }]
+  ]
+  for (const [text, want] of cases) {
+    const insight = await analyse(user(text))
+    t.same(Object.fromEntries(Object.keys(want).map((k) => [k, insight[k as keyof InsightFields]])), want, text)
+  }
+})
+
 t.test('a calm problem that the customer says is fixed is mixed, and the summary says resolved', async (t) => {
   const insight = await analyse(
     user("Hi, I can't log in to my account since yesterday, it says my password is wrong. Can you help please?"),
