@@ -12,7 +12,7 @@ import { conversationFor } from '../loadtest/workload.ts'
 import type { Analyzer } from '../src/analyzers/analyzer.ts'
 import { loadLinearModel } from '../src/analyzers/linear-model.ts'
 import { createLocalAnalyzer, LOCAL_MODEL } from '../src/analyzers/local.ts'
-import { INTENTS, type InsightFields, type Message } from '../src/domain.ts'
+import { CUSTOMER_ROLES, INTENTS, type InsightFields, type Message } from '../src/domain.ts'
 import { createBaselineAnalyzer } from './baseline-local-lexicon-v1.ts'
 import { type Example, loadDatasets } from './datasets.ts'
 import { classificationFigures, type Figures, rouge } from './metrics.ts'
@@ -105,6 +105,23 @@ export async function evaluate(
     },
     perDialogue: dialogues.map((d, i) => ({ id: d.id, sentiment: dialogueOut[i]!.sentiment, summary: dialogueOut[i]!.summary }))
   }
+}
+
+/**
+ * The baseline a summary must beat: the first two sentences of the customer's first message,
+ * as written (the review found it beat the old analyzer's summaries).
+ */
+export function leadTwoBaseline(dialogues: Dialogue[]): { rouge1: number; rougeL: number } {
+  let r1 = 0
+  let rl = 0
+  for (const d of dialogues) {
+    const first = d.messages.find((m) => CUSTOMER_ROLES.has(m.role) && m.content.trim())?.content ?? ''
+    const lead = first.trim().split(/(?<=[.!?])\s+/).slice(0, 2).join(' ')
+    const r = rouge(lead, d.reference)
+    r1 += r.rouge1
+    rl += r.rougeL
+  }
+  return { rouge1: r1 / dialogues.length, rougeL: rl / dialogues.length }
 }
 
 /** Conversations per second over the bench's workload (4 messages, ~400 bytes each), after a warm-up. */
@@ -277,10 +294,13 @@ async function main() {
   loadLinearModel(new URL('../src/analyzers/models/', import.meta.url), 'intent')
   const loadMs = performance.now() - loadStarted
   const models = modelFigures(data)
+  const lead = leadTwoBaseline(dialogues)
   const out = [
     `Dev splits: SST-2 ${data.sst2.length} (GLUE dev), TweetEval ${data.tweeteval.length} (our hash split), intent ${data.intent.length} (our hash split of banking77 + Bitext), dialogues ${dialogues.length} (eval/fixtures); speed on ${speedN.toLocaleString('en-US')} bench conversations, one core`,
     '',
     table(rows, models),
+    '',
+    `Summary baseline, the first two sentences of the customer's first message: ROUGE-1 / ROUGE-L ${f2(lead.rouge1)} / ${f2(lead.rougeL)}.`,
     '',
     `Loading both v2 models: ${loadMs.toFixed(0)} ms.`,
     '',
