@@ -40,7 +40,12 @@ import { type LinearModel, loadLinearModel } from './linear-model.ts'
 import { featureTokens } from './text-features.ts'
 
 export const LOCAL_MODEL = 'local-linear-v2'
-export const LOCAL_PROMPT_VERSION = 'v2'
+/**
+ * The version of the rules around the models: part of the analysis cache key, so it moves
+ * whenever a rule changes a reading (v2.1: polite requests neutral, outages and late parcels
+ * grievances, summaries lead with the problem) and no cached older reading is served as new.
+ */
+export const LOCAL_PROMPT_VERSION = 'v2.1'
 
 /**
  * Analysed text per conversation is capped: 16,000 characters of customer text, 4,000 of

@@ -38,13 +38,13 @@ function contractViolations(insight: InsightFields): string[] {
   return problems
 }
 
-t.test('identifies itself as local-linear-v2, prompt v2, free, one result per item in order', async (t) => {
+t.test('identifies itself as local-linear-v2, rules v2.1, free, one result per item in order', async (t) => {
   const analyzer = createLocalAnalyzer()
   t.teardown(() => analyzer.close())
   t.equal(analyzer.model, 'local-linear-v2')
   t.equal(LOCAL_MODEL, 'local-linear-v2')
-  t.equal(analyzer.promptVersion, 'v2')
-  t.equal(LOCAL_PROMPT_VERSION, 'v2')
+  t.equal(analyzer.promptVersion, 'v2.1')
+  t.equal(LOCAL_PROMPT_VERSION, 'v2.1')
   t.equal(analyzer.billable, false)
   await t.resolves(analyzer.ping(), 'ping resolves: the models load')
 

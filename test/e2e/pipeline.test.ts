@@ -36,7 +36,7 @@ for (const backend of backends()) {
         topics: Array,
         urgency: /high|medium/,
         model: 'local-linear-v2',
-        prompt_version: 'v2',
+        prompt_version: 'v2.1',
         cached: false,
         tokens: { input: 0, output: 0 },
         cost_usd: 0
