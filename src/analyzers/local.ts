@@ -89,15 +89,15 @@ const YIELD_EVERY_MS = 10
 /** English, and the common French, Spanish, German and Italian words: a refund is a refund in any language. */
 const REFUND_RE = /\b(refund\w*|money back|reimburs\w*|(give|send|pay) me back|get my money|rembours\w*|reembols\w*|rückerstatt\w*|erstattung|rimbors\w*)/
 const CANCELLATION_RE =
-  /\b(cancel+(ing|ed)? (my|the|our|this|an?|order|subscription|account|plan|membership|booking|contract|service)|cancel+ation|unsubscrib\w*|terminat\w* (my|the|our)|(close|delete|deactivate|remove) (my|our|the) account|(end|stop) (my|our|the) (subscription|plan|membership|contract)|want to cancel|how (do|can) i cancel|(i want|i'd like|please) to cancel)\b/
+  /\b(cancel+(ing|ed)? (my|the|our|this|an?|order|subscription|account|plan|membership|booking|contract|service)|cancel+ation(?! (fee|charge|policy))|unsubscrib\w*|terminat\w* (my|the|our)|(close|delete|deactivate|remove) (my|our|the) account|(end|stop) (my|our|the) (subscription|plan|membership|contract)|want to cancel|how (do|can) i cancel|(i want|i'd like|please) to cancel)\b/
 const FEATURE_REQUEST_RE =
   /\b(feature requests?|would be (nice|great|helpful|awesome|useful|cool)|would love (it|to see|if)|(please|could you|can you|would you) (add|support|implement|include|bring back)|add (an? |the )?(option|feature|ability|setting|way|dark mode)|i wish (you|it|there)|any plans? (to|for)|on (the|your) roadmap|you should add)\b/
 const ACCOUNT_HELP_RE =
   /\b((can'?t|cannot|can not|unable to|couldn'?t|could not|won'?t let me) (log ?in|login|sign ?in|(access|get into) (my|our|the) (account|profile|dashboard))|lock(ed)? (me )?out|(forgot|forgotten|reset|change|recover|lost) (my |the )?(password|passcode|pin|username)|password reset|2fa|two[- ]factor|verification code|one[- ]time (code|password)|otp|(change|update) (my |the )?(email|e-mail|username|user name|phone number)|account (access|locked|suspended|disabled|blocked|hacked))\b/
 const BUG_RE =
-  /\b(bugs?|buggy|crash\w*|errors?|glitch\w*|broken|outages?|(is|are|was|were|went|keeps going) down|(not|never|stopped|isn'?t|aren'?t|doesn'?t|don'?t|won'?t|didn'?t) work(s|ing|ed)?|fail(s|ed|ing|ure)?|freez\w*|frozen|won'?t (load|open|start|connect|play|charge|turn on)|keeps? (crashing|freezing|dropping|disconnecting|buffering|logging me out)|(been|is) (dropping|cutting out|disconnecting)|drain(s|ed|ing)? (my |the )?battery|exception|stack ?trace)\b/
+  /\b(bugs?|buggy|crash\w*|errors?|glitch\w*|broken|outages?|(is|are|was|were|went|keeps going) down|(not|never|stopped|isn'?t|aren'?t|doesn'?t|don'?t|won'?t|didn'?t) work(s|ing|ed)?|fail(s|ed|ing|ure)?|freez\w*|frozen|won'?t (load|open|start|connect|play|charge|turn on)|keeps? (crashing|freezing|dropping|disconnecting|buffering|logging me out|restarting|rebooting|shutting down|turning off)|(been|is) (dropping|cutting out|disconnecting)|drain(s|ed|ing)? (my |the )?battery|exception|stack ?trace)\b/
 const COMPLAINT_RE =
-  /\b(unacceptable|terrible|awful|horrible|horrendous|disappoint\w*|frustrat\w*|ridiculous|worst|complain\w*|overcharg\w*|rude|useless|scam|angry|furious|upset|not happy|unhappy|poor (service|quality|support)|waste of|never again|fed up|sick of|charged twice|double[- ]charged|still (waiting|hasn'?t|haven'?t|not)|no one|nobody|hung up on (me|us))\b/
+  /\b(unacceptable|terrible|awful|horrible|horrendous|disappoint\w*|frustrat\w*|ridiculous|worst|complain\w*|overcharg\w*|rude|useless|scam|angry|furious|upset|not happy|unhappy|poor (service|quality|support)|waste of|never again|fed up|sick of|charged twice|double[- ]charged|still (waiting|hasn'?t|haven'?t|not)|no one|nobody|hung up on (me|us)|still (got |get |being )?charged)\b/
 const PURCHASE_RE =
   /\b((want|like|looking|planning|ready|going) to (buy|purchase|order|upgrade|subscribe)|where (can|do) i buy|place an? order|pricing|prices?|quote|how much|upgrade to|sign up for|in stock)\b/
 /**
@@ -124,7 +124,7 @@ const FAILURE_RE =
  * and tweets, read such sentences as neutral; the domain calls the customer unhappy.
  */
 const GRIEVANCE_RE =
-  /\b(charged (me )?twice|double[- ]charged|overcharged|hacked|stolen|fraud\w*|scam(med)?|unauthori[sz]ed|never (arrived|received|came|showed up|got)|(still|yet) (is |are |has |have |was )?(isn'?t|hasn'?t|haven'?t|not|no|nothing|waiting)|wrong (item|order|size|product|amount|charge|address)|damaged|broken|declined|rejected|bounced|not working|(doesn'?t|don'?t|won'?t|didn'?t|isn'?t) (work|load|open|arrive|charge|connect)|stopped working|crash(es|ed|ing)|lost (my|our|the)|missing (item|package|parcel|money|payment|funds)|delayed|cancell?ed (again|my|our)|no (internet|service|signal|connection|power|wifi)|(has|have) not (arrived|been)|(has|have)(n'?t| not) (shipped|arrived|come|been (shipped|delivered))|not (shipped|arrived|delivered) yet|supposed to (arrive|be (here|delivered))|(is|are|was|were|went|been|still|completely|totally) (down|offline)|offline since|never (signed up|subscribed|agreed|asked) (for|to)|hung up on (me|us)|(been|keeps?) (dropping|cutting out|disconnecting)|drain(s|ed|ing)? (my |the )?battery|(can'?t|cannot|can not|unable to) (work|pay|make (any )?calls|use (it|the app|my \w+))|locked out|damn\w*|wtf|ffs|fuck\w*|shit\w*|crap\w*|sucks?|pathetic|a joke|annoy\w*|frustrat\w*|fed up|sick of|ridiculous|unacceptable|terrible|awful|horrible|worst|useless|disgust\w*)\b/
+  /\b(charged (me )?twice|double[- ]charged|overcharged|hacked|stolen|fraud\w*|scam(med)?|unauthori[sz]ed|never (arrived|received|came|showed up|got)|(still|yet) (is |are |has |have |was )?(isn'?t|hasn'?t|haven'?t|not|no|nothing|waiting)|wrong (item|order|size|product|amount|charge|address)|damaged|broken|declined|rejected|bounced|not working|(doesn'?t|don'?t|won'?t|didn'?t|isn'?t) (work|load|open|arrive|charge|connect)|stopped working|crash(es|ed|ing)|lost (my|our|the)|missing (item|package|parcel|money|payment|funds)|delayed|cancell?ed (again|my|our)|no (internet|service|signal|connection|power|wifi)|(has|have) not (arrived|been)|(has|have)(n'?t| not) (shipped|arrived|come|been (shipped|delivered))|not (shipped|arrived|delivered) yet|supposed to (arrive|be (here|delivered))|(is|are|was|were|went|been|still|completely|totally) (down|offline)|offline since|(says|marked|shows|showing) (as )?delivered|(isn'?t|is not|it'?s not|wasn'?t|was not) (here|there)|still (got |get |being )?charged|charged (me |us )?(a |an )?(\w+ )?fee|never (signed up|subscribed|agreed|asked) (for|to)|hung up on (me|us)|(been|keeps?) (dropping|cutting out|disconnecting)|drain(s|ed|ing)? (my |the )?battery|(can'?t|cannot|can not|unable to) (work|pay|make (any )?calls|use (it|the app|my \w+))|locked out|damn\w*|wtf|ffs|fuck\w*|shit\w*|crap\w*|sucks?|pathetic|a joke|annoy\w*|frustrat\w*|fed up|sick of|ridiculous|unacceptable|terrible|awful|horrible|worst|useless|disgust\w*)\b/
 
 /**
  * Asking politely: "please", "could you", "get back to me". Courtesy that
@@ -136,6 +136,16 @@ const POLITE_ASK_RE = /\b(please|pls|plz|kindly|could you|can you|would you|will
 const asksPolitely = (lower: string) => POLITE_ASK_RE.test(lower) || (QUESTION_MARK_RE.test(lower) && SUPPORT_QUESTION_RE.test(lower))
 /** How support questions open; two separate tests (this and a question mark) keep both linear. */
 const SUPPORT_QUESTION_RE = /(^|[.!\n][ \t\n]{0,8})(how|what|when|where|is there|are there|can i|can we|do you|does (it|the|your)|is it possible)\b/
+/**
+ * Thanks and okays in a later turn ("ok thanks for letting me know") are the ritual close of
+ * a support exchange, not a verdict on it; the first turn keeps them (on its own, "thanks
+ * for the quick fix" is the customer's verdict).
+ */
+const THANKS_RE = /\b(thanks|thank you|thx|ty|cheers|ok|okay|alright)\b/gi
+function withoutThanks(text: string): string {
+  const rest = text.replace(THANKS_RE, ' ')
+  return LETTER_RE.test(rest) ? rest : text
+}
 /** Words of real praise or pleasure: a request that carries them may be positive. */
 const PRAISE_RE =
   /\b(lov(e|ed|es|ing)|great|amazing|awesome|wonderful|excellent|fantastic|brilliant|perfect|happy|glad|pleased|delighted|impressed|best|superb|thrilled|nice|appreciated?|helpful|well done|good job|so (much )?(better|faster|easier))\b/
@@ -177,7 +187,7 @@ const ENDS_SENTENCE_RE = /[.!?\u2026]$/
 const SPACE_BEFORE_PUNCT_RE = /\s+([.,!?;:])/g
 /** Words that alone make a turn courtesy, not opinion: "Thanks!", "ok, thank you", "bye". */
 const COURTESY_WORDS = new Set(
-  'thanks thank thx ty tysm you u so much very please pls hi hello hey cheers regards appreciate appreciated it sorry apologies welcome bye goodbye ok okay k great cool alright sure yes no will do noted have a nice good day the all for your help again in advance'.split(
+  'thanks thank thx ty tysm you u so much very please pls hi hello hey cheers regards appreciate appreciated it sorry apologies welcome bye goodbye ok okay k great cool alright sure yes no will do done sent noted understood have a nice good day the all for your help again in advance'.split(
     ' '
   )
 )
@@ -451,8 +461,8 @@ interface TurnSentiment {
  * A turn's sentiment without its courtesy sentences: "This is broken. Thanks." is read as
  * "This is broken." A sarcastic turn is negative whatever its words say.
  */
-function turnSentiment(model: LinearModel, turn: Turn): TurnSentiment {
-  let text = turn.text
+function turnSentiment(model: LinearModel, turn: Turn, later = false): TurnSentiment {
+  let text = later ? withoutThanks(turn.text) : turn.text
   const parts = sentences(text)
   if (parts.length > 1) {
     const kept = parts.filter((p) => !makeTurn(p).courtesy)
@@ -478,7 +488,7 @@ function turnSentiment(model: LinearModel, turn: Turn): TurnSentiment {
  */
 function conversationSentiment(model: LinearModel, turns: readonly Turn[]): { sentiment: Sentiment; score: number } {
   const opinionated = turns.filter((t) => !t.courtesy)
-  const read = (opinionated.length ? opinionated : turns).map((t) => ({ turn: t, s: turnSentiment(model, t) }))
+  const read = (opinionated.length ? opinionated : turns).map((t, i) => ({ turn: t, s: turnSentiment(model, t, i > 0) }))
   if (!read.length) return { sentiment: 'neutral', score: 0 }
   let sum = 0
   let weights = 0
@@ -510,14 +520,16 @@ function conversationSentiment(model: LinearModel, turns: readonly Turn[]): { se
     if (read.length > 1 && lastResolved) return { sentiment: 'mixed', score: mean }
     return { sentiment: 'negative', score: Math.min(mean, -CLEARLY_NEGATIVE / 2) }
   }
-  // a problem reported calmly (a bug, no access) that the customer says is fixed: mixed
-  if (read.length > 1 && lastResolved && last.s.polarity >= 0 && read.some((r) => BUG_RE.test(r.turn.lower) || ACCOUNT_HELP_RE.test(r.turn.lower))) {
-    return { sentiment: 'mixed', score: mean }
-  }
+  // a problem reported calmly (a bug, no access): mixed when the customer says it is fixed,
+  // never positive while it is not, unless the customer praises something
+  const problem = read.some((r) => BUG_RE.test(r.turn.lower) || ACCOUNT_HELP_RE.test(r.turn.lower))
+  if (problem && read.length > 1 && lastResolved && last.s.polarity >= 0) return { sentiment: 'mixed', score: mean }
+  const unresolvedProblem = problem && !lastResolved && !read.some((r) => PRAISE_RE.test(r.turn.lower))
   // the 3-class decision on the averaged turn: neutral wins where it outweighs both poles
   const pPos = (1 - meanNeutral + mean) / 2
   const pNeg = (1 - meanNeutral - mean) / 2
   if (meanNeutral >= pPos && meanNeutral >= pNeg) return { sentiment: 'neutral', score: mean }
+  if (mean > 0 && unresolvedProblem) return { sentiment: 'neutral', score: mean }
   return { sentiment: mean > 0 ? 'positive' : 'negative', score: mean }
 }
 

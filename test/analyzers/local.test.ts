@@ -186,6 +186,36 @@ t.test('support grievances the review models misread: never read as praise or ca
   }
 })
 
+t.test('Twitter-style support threads: acknowledgements and a ritual "ok thanks" close nothing', async (t) => {
+  const threads: [name: string, messages: Message[], want: Partial<InsightFields>][] = [
+    [
+      'a fee after cancelled rides, then "done"',
+      [user('@Rides driver cancelled on me 3 times in a row and i still got charged a cancellation fee??'), assistant('@user Please DM us the email on your account.'), user('@Rides done')],
+      { sentiment: 'negative', intent: 'complaint' }
+    ],
+    [
+      'delivered but not here, then "ok will wait, thanks"',
+      [user("@ShopHelp hi, my package says delivered but it's not here. I checked with neighbours too."), assistant('@user Sometimes packages are marked early. ^SL'), user('@ShopHelp ok will wait, thanks')],
+      { sentiment: 'negative' }
+    ],
+    [
+      'an outage acknowledged, then "ok thanks for letting me know"',
+      [user("@GameSupport can't sign in to my account, error 0x87dd0006"), assistant('@user We are having issues, follow @GameStatus for updates.'), user('@GameSupport ok thanks for letting me know')],
+      { sentiment: 'neutral', intent: 'account_help' }
+    ],
+    [
+      'a phone that keeps restarting',
+      [user('@PhoneCare my phone keeps restarting after the update. what do i do?'), assistant('@user Try a force restart. ^JK'), user('@PhoneCare tried it, still the same')],
+      { sentiment: 'negative', intent: 'bug_report' }
+    ]
+  ]
+  for (const [name, messages, want] of threads) {
+    const insight = await analyse(...messages)
+    t.same(Object.fromEntries(Object.keys(want).map((k) => [k, insight[k as keyof InsightFields]])), want, name)
+  }
+  t.equal((await analyse(user('What is your cancellation policy for annual plans?'))).intent, 'question', 'a cancellation policy is asked about, not a cancellation')
+})
+
 t.test('a calm problem that the customer says is fixed is mixed, and the summary says resolved', async (t) => {
   const insight = await analyse(
     user("Hi, I can't log in to my account since yesterday, it says my password is wrong. Can you help please?"),
