@@ -43,7 +43,8 @@ export const LOCAL_MODEL = 'local-linear-v2'
 /**
  * The version of the rules around the models: part of the analysis cache key, so it moves
  * whenever a rule changes a reading (v2.1: polite requests neutral, outages and late parcels
- * grievances, summaries lead with the problem) and no cached older reading is served as new.
+ * grievances, a ritual "ok thanks" closes nothing, summaries lead with the problem) and no
+ * cached older reading is served as new.
  */
 export const LOCAL_PROMPT_VERSION = 'v2.1'
 
