@@ -147,6 +147,7 @@ function withoutThanks(text: string): string {
   const rest = text.replace(THANKS_RE, ' ')
   return LETTER_RE.test(rest) ? rest : text
 }
+const GRATITUDE_RE = /\b(thanks|thank|thx|ty|tysm|cheers|appreciated?)\b/
 /** Words of real praise or pleasure: a request that carries them may be positive. */
 const PRAISE_RE =
   /\b(lov(e|ed|es|ing)|great|amazing|awesome|wonderful|excellent|fantastic|brilliant|perfect|happy|glad|pleased|delighted|impressed|best|superb|thrilled|nice|appreciated?|helpful|well done|good job|so (much )?(better|faster|easier))\b/
@@ -489,6 +490,8 @@ function turnSentiment(model: LinearModel, turn: Turn, later = false): TurnSenti
  */
 function conversationSentiment(model: LinearModel, turns: readonly Turn[]): { sentiment: Sentiment; score: number } {
   const opinionated = turns.filter((t) => !t.courtesy)
+  // only greetings and okays ("hey", "ok"): no feeling to read; thanks alone is gratitude
+  if (!opinionated.length && !turns.some((t) => GRATITUDE_RE.test(t.lower) || PRAISE_RE.test(t.lower))) return { sentiment: 'neutral', score: 0 }
   const read = (opinionated.length ? opinionated : turns).map((t, i) => ({ turn: t, s: turnSentiment(model, t, i > 0) }))
   if (!read.length) return { sentiment: 'neutral', score: 0 }
   let sum = 0
@@ -601,6 +604,18 @@ export function scrubForSummary(text: string): string {
     .trim()
 }
 
+/**
+ * Sentences that open a message and say nothing about the problem: "I hope you're well.",
+ * "Good morning.", "My name is Jane." (the name already masked), and courtesy. Anchored,
+ * and only short sentences count, so a real "hope this gets fixed, my card…" stays.
+ */
+const PLEASANTRY_RE = /^((i |we )?hope (you|this|all|everyone|your|the)\b|good (morning|afternoon|evening|day)\b|(my name is|my name's|this is|i am|i'm) \[name\])/
+const PLEASANTRY_MAX_WORDS = 8
+function isPleasantry(sentence: string): boolean {
+  const turn = makeTurn(sentence)
+  return turn.courtesy || (turn.words.length <= PLEASANTRY_MAX_WORDS && PLEASANTRY_RE.test(turn.lower))
+}
+
 /** Cuts at a word boundary and marks the cut with an ellipsis; never splits a surrogate pair. */
 function clip(text: string, max: number = SUMMARY_RULES.maxChars): string {
   if (text.length <= max) return text
@@ -635,7 +650,7 @@ function summarise(turns: readonly Turn[]): string | undefined {
   if (!first) return undefined
   // bounded before the sentence split: the lead is in the first few hundred characters
   const head = scrubForSummary(first.text.slice(0, SUMMARY_RULES.maxChars * 4)).replace(LEADING_GREETING_RE, '')
-  const parts = sentences(head).filter((s) => !makeTurn(s).courtesy)
+  const parts = sentences(head).filter((s) => !isPleasantry(s))
   let lead = parts[0] ?? head
   if (parts[1] && lead.length < SUMMARY_SECOND_SENTENCE_BELOW) lead = `${lead} ${parts[1]}`
   lead = capitalise(lead.trim())

@@ -330,6 +330,25 @@ t.test('summary: the first substantive problem, greeting and names dropped, pers
   t.match(named.summary, /^My name is \[name\]/)
 })
 
+t.test('summary: opening pleasantries and self-introductions are not the lead', async (t) => {
+  const email = await analyse(
+    user("Hi team,\n\nI hope you're well. Invoice INV-2231 charges us for 40 seats but we only have 25.\n\nCould you correct it?\n\nBest,\nJohn")
+  )
+  t.equal(email.summary, 'Invoice INV-2231 charges us for 40 seats but we only have 25. Could you correct it?')
+  const morning = await analyse(user('Good morning. My name is Maria Lopez. My card was declined at checkout three times today.'))
+  t.equal(morning.summary, 'My card was declined at checkout three times today.')
+  const hope = await analyse(user('I hope this gets fixed soon, the app logs me out every hour and I lose my work.'))
+  t.match(hope.summary, /^I hope this gets fixed soon, the app logs me out/, 'a long sentence that starts with hope is content')
+})
+
+t.test('a greeting alone carries no feeling; thanks alone is gratitude', async (t) => {
+  for (const text of ['hey', 'ok', 'hello?']) {
+    const insight = await analyse(user(text))
+    t.same([insight.sentiment, insight.intent === 'praise'], ['neutral', false], text)
+  }
+  t.equal((await analyse(user('Thanks!'))).sentiment, 'positive')
+})
+
 t.test('summary: at most 280 characters, cut at a word, never empty', async (t) => {
   const long =
     'I have been a customer for many years however recently the invoices I receive each month contain charges for ' +
