@@ -4,6 +4,7 @@
 import { hostname } from 'node:os'
 import envSchema from 'env-schema'
 import { type Static, Type } from 'typebox'
+import { RESPONSE_FORMATS, type ResponseFormat } from './analyzers/response-format.ts'
 import { TIERS, type Tier } from './domain.ts'
 
 const Int = (def: number, min: number, max: number, description: string) =>
@@ -120,7 +121,33 @@ export const ConfigSchema = Type.Object({
   MODEL_RETRY_MAX_MS: Int(30_000, 0, 3_600_000, 'cap of one back-off (and of an honoured Retry-After)'),
   MODEL_MAX_CONNECTIONS: Int(8, 1, 1024, 'keep-alive connections to the model host'),
   MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION: Int(1_500, 50, 1_000_000, 'conversation text is trimmed to this many tokens'),
-  MODEL_JSON_MODE: Type.Boolean({ default: true, description: 'send response_format json_object' }),
+  MODEL_JSON_MODE: Type.Boolean({ default: true, description: 'send response_format json_object (when MODEL_RESPONSE_FORMAT is unset)' }),
+  MODEL_RESPONSE_FORMAT: Type.Optional(
+    Type.Enum(RESPONSE_FORMATS, {
+      description:
+        'json_schema (OpenAI, xAI, recent vLLM and Ollama: the answer is held to the insight schema), json_object (JSON mode) or none; unset → json_object, or none when MODEL_JSON_MODE=false'
+    })
+  ),
+  MODEL_MAX_INPUT_TOKENS_PER_CALL: Int(
+    24_000,
+    500,
+    10_000_000,
+    'a batch is cut into calls of at most this many estimated input tokens, as well as by count; 24k fits a 32k context window with room for the answer'
+  ),
+  MODEL_OUTPUT_TOKENS_PER_ITEM: Int(
+    250,
+    50,
+    100_000,
+    'max_tokens sent is this × the conversations in the call (plus a little); an insight is ~120 tokens, so 250 leaves room for a long summary'
+  ),
+  MODEL_MAX_OUTPUT_TOKENS: Int(16_384, 256, 1_000_000, 'cap on max_tokens: the largest answer many models may write'),
+  SUMMARY_LANGUAGE: Type.String({ default: 'English', minLength: 2, maxLength: 40, description: 'the language model summaries are written in' }),
+  REDACT_PII: Type.Optional(
+    Type.Union([Type.Literal('on'), Type.Literal('off')], {
+      description:
+        'replace emails, phones, cards, IBANs, IPs, handles, links and long numbers with typed placeholders (<EMAIL_1>) before any external model call; unset → on unless MODEL_PROVIDER=local'
+    })
+  ),
   MODEL_PRICE_INPUT_PER_MTOK: Num(0, 0, 'USD per million input tokens'),
   MODEL_PRICE_OUTPUT_PER_MTOK: Num(0, 0, 'USD per million output tokens'),
   MODEL_PRICES: Type.String({
@@ -134,7 +161,10 @@ export const ConfigSchema = Type.Object({
   BREAKER_COOLDOWN_MS: Int(30_000, 10, 3_600_000, 'how long the circuit stays open before a half-open probe')
 })
 
-export type Config = Readonly<Static<typeof ConfigSchema>>
+/** The schema's values with the defaults that depend on other variables resolved. */
+export type Config = Readonly<
+  Omit<Static<typeof ConfigSchema>, 'MODEL_RESPONSE_FORMAT' | 'REDACT_PII'> & { MODEL_RESPONSE_FORMAT: ResponseFormat; REDACT_PII: 'on' | 'off' }
+>
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -160,7 +190,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
   }
   parseModelPrices(parsed.MODEL_PRICES) // validates format early
-  return Object.freeze(parsed)
+  return Object.freeze({
+    ...parsed,
+    MODEL_RESPONSE_FORMAT: parsed.MODEL_RESPONSE_FORMAT ?? (parsed.MODEL_JSON_MODE ? 'json_object' : 'none'),
+    // text leaves the machine only with an external model: redact by default exactly then
+    REDACT_PII: parsed.REDACT_PII ?? (parsed.MODEL_PROVIDER === 'local' ? 'off' : 'on')
+  })
 }
 
 /** What one key may do, by its tier: requests per RATE_LIMIT_WINDOW_MS and new conversations per UTC day and month. */

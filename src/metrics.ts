@@ -83,7 +83,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     modelTokens: new client.Counter({
       name: 'gleaner_model_tokens_total',
-      help: 'Model tokens, by model and type',
+      help: 'Model tokens, by model and type (input, output, and cached_input: the part of input the provider served from its prompt cache)',
       labelNames: ['model', 'type'] as const,
       registers: r
     }),
@@ -91,6 +91,30 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'gleaner_model_cost_usd_total',
       help: 'Model spend in US dollars, by model',
       labelNames: ['model'] as const,
+      registers: r
+    }),
+    modelTruncated: new client.Counter({
+      name: 'gleaner_model_truncated_answers_total',
+      help: 'Model answers cut off at max_tokens (finish_reason length); each splits its call once',
+      labelNames: ['model'] as const,
+      registers: r
+    }),
+    modelAnswerCorrections: new client.Counter({
+      name: 'gleaner_model_answer_corrections_total',
+      help: 'What the parser corrected in model answers: unknown_intent (mapped to other), score_clamped (into its label band), positional_mismatch (index-less answer of the wrong length, re-asked)',
+      labelNames: ['model', 'kind'] as const,
+      registers: r
+    }),
+    modelRefusals: new client.Counter({
+      name: 'gleaner_model_refusals_total',
+      help: 'Model answers that were refusals instead of insights',
+      labelNames: ['model'] as const,
+      registers: r
+    }),
+    piiRedactions: new client.Counter({
+      name: 'gleaner_pii_redactions_total',
+      help: 'Personal data replaced by a placeholder before an external model call, by kind',
+      labelNames: ['kind'] as const,
       registers: r
     }),
     circuitState: new client.Gauge({
