@@ -154,7 +154,7 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
         // a refusal at temperature 0 repeats: asking the same prompt again only costs
         const again = retryUnparseable && !last && answer.refusal === undefined
         log.warn({ ...fields, status: attempt.status, outcome: answer.refusal !== undefined ? 'refused' : 'unparseable', retry: again }, 'model answer unparseable')
-        if (!again) return { unparseable: problem ?? 'unparseable answer' }
+        if (!again) return { unparseable: problem ?? 'unparseable answer', ...(answer.refusal !== undefined ? { refused: true } : {}) }
         await transport.pause(transport.backoffMs(retry, undefined), signal)
       }
     }
