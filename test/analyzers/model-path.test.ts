@@ -101,13 +101,15 @@ t.test('MODEL_RESPONSE_FORMAT=json_schema sends a strict schema whose labels are
   const { analyzer, bodies } = await setup(t, {}, { MODEL_RESPONSE_FORMAT: 'json_schema' })
   const r = await analyzer.analyzeBatch(numbered(2))
   t.ok(r.results.every((x) => x.ok))
-  const format = (JSON.parse(bodies[0]!) as { response_format: { type: string; json_schema: { strict: boolean; schema: Record<string, any> } } }).response_format
+  type ItemSchema = { properties: Record<string, { enum?: string[] }>; required: string[]; additionalProperties: boolean }
+  type Format = { type: string; json_schema: { strict: boolean; schema: { properties: { insights: { items: ItemSchema } } } } }
+  const format = (JSON.parse(bodies[0]!) as { response_format: Format }).response_format
   t.equal(format.type, 'json_schema')
   t.equal(format.json_schema.strict, true)
   const item = format.json_schema.schema.properties.insights.items
-  t.same(item.properties.intent.enum, [...INTENTS])
-  t.same(item.properties.sentiment.enum, [...SENTIMENTS])
-  t.same(item.properties.urgency.enum, [...URGENCIES])
+  t.same(item.properties.intent!.enum, [...INTENTS])
+  t.same(item.properties.sentiment!.enum, [...SENTIMENTS])
+  t.same(item.properties.urgency!.enum, [...URGENCIES])
   t.same([...item.required].sort(), ['index', 'intent', 'language', 'sentiment', 'sentiment_score', 'summary', 'topics', 'urgency'])
   t.equal(item.additionalProperties, false)
   t.notOk(JSON.stringify(format).includes('maxLength'), 'only keywords every provider accepts')
