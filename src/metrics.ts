@@ -117,6 +117,54 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['kind'] as const,
       registers: r
     }),
+    modelEndpointState: new client.Gauge({
+      name: 'gleaner_model_endpoint_state',
+      help: 'Each model endpoint\'s own breaker (primary, fallback_1…): 0 closed, 1 half_open, 2 open',
+      labelNames: ['endpoint', 'model'] as const,
+      registers: r
+    }),
+    modelFallbackLocal: new client.Counter({
+      name: 'gleaner_model_fallback_local_total',
+      help: 'Conversations the local analyzer answered because every model endpoint was open or failing',
+      registers: r
+    }),
+    variantBatches: new client.Counter({
+      name: 'gleaner_prompt_variant_batches_total',
+      help: 'Batches (or their share) analysed per A/B prompt variant',
+      labelNames: ['prompt_version'] as const,
+      registers: r
+    }),
+    variantCalls: new client.Counter({
+      name: 'gleaner_prompt_variant_calls_total',
+      help: 'Model calls per A/B prompt variant, retries and re-asks included',
+      labelNames: ['prompt_version'] as const,
+      registers: r
+    }),
+    variantItems: new client.Counter({
+      name: 'gleaner_prompt_variant_items_total',
+      help: 'Conversations per A/B prompt variant, by outcome (ok, invalid_output: the answer held no valid insight, failed)',
+      labelNames: ['prompt_version', 'outcome'] as const,
+      registers: r
+    }),
+    variantTokens: new client.Counter({
+      name: 'gleaner_prompt_variant_tokens_total',
+      help: 'Model tokens per A/B prompt variant and type',
+      labelNames: ['prompt_version', 'type'] as const,
+      registers: r
+    }),
+    variantCost: new client.Counter({
+      name: 'gleaner_prompt_variant_cost_usd_total',
+      help: 'Model spend in US dollars per A/B prompt variant',
+      labelNames: ['prompt_version'] as const,
+      registers: r
+    }),
+    variantDuration: new client.Histogram({
+      name: 'gleaner_prompt_variant_batch_duration_seconds',
+      help: 'Time to analyse one batch share per A/B prompt variant, fallbacks and re-asks included',
+      labelNames: ['prompt_version'] as const,
+      buckets: MODEL_BUCKETS,
+      registers: r
+    }),
     circuitState: new client.Gauge({
       name: 'gleaner_circuit_state',
       help: 'Model circuit breaker: 0 closed, 1 half_open, 2 open',
