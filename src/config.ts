@@ -142,6 +142,11 @@ export const ConfigSchema = Type.Object({
     100_000,
     'max_tokens sent is this × the conversations in the call (plus a little); an insight is ~120 tokens, so 250 leaves room for a long summary'
   ),
+  MODEL_MAX_TOKENS_PARAM: Type.Union([Type.Literal('max_tokens'), Type.Literal('max_completion_tokens')], {
+    default: 'max_tokens',
+    description:
+      'the request field the output cap goes in: max_tokens (xAI, vLLM, Ollama, older OpenAI models) or max_completion_tokens (OpenAI\'s reasoning models, which refuse max_tokens)'
+  }),
   MODEL_MAX_OUTPUT_TOKENS: Int(16_384, 256, 1_000_000, 'cap on max_tokens: the largest answer many models may write'),
   MODEL_FALLBACKS: Type.String({
     default: '',

@@ -90,7 +90,7 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
           { role: 'user', content: user }
         ],
         temperature: 0,
-        max_tokens: maxOutputTokens(group.length),
+        [config.MODEL_MAX_TOKENS_PARAM]: maxOutputTokens(group.length),
         ...(responseFormat ? { response_format: responseFormat } : {})
       })
       for (let retry = 0; ; retry++) {

@@ -151,6 +151,14 @@ t.test('a batch is cut into calls by estimated input tokens, and max_tokens is s
   }
 })
 
+t.test('MODEL_MAX_TOKENS_PARAM=max_completion_tokens puts the cap in that field, for OpenAI reasoning models', async (t) => {
+  const { analyzer, bodies } = await setup(t, {}, { MODEL_MAX_TOKENS_PARAM: 'max_completion_tokens' })
+  await analyzer.analyzeBatch(numbered(2))
+  const body = JSON.parse(bodies[0]!)
+  t.equal(body.max_completion_tokens, 64 + 2 * 250)
+  t.notOk('max_tokens' in body)
+})
+
 t.test('finish_reason length splits the call once on purpose, is counted, and nothing lands on the wrong conversation', async (t) => {
   // the model writes at most ~4 items' worth per answer (each is ~100 tokens in the fake)
   const { fake, analyzer, metrics, counter } = await setup(t, { maxOutputTokens: 450 })
