@@ -43,8 +43,13 @@ export type ItemResult =
 
 export interface BatchResult {
   results: ItemResult[] // one per input item, any order
-  usage: TokenUsage & { cost_usd: number; calls: number }
+  usage: Spend & {
+    /** the same split by the model that spent it, when several may have (fallbacks); absent → all the analyzer's model */
+    byModel?: Record<string, Spend>
+  }
 }
+
+export type Spend = TokenUsage & { cost_usd: number; calls: number }
 
 /** A whole call failed (after the analyzer's own retries). The worker counts it for the breaker. */
 export class ModelCallError extends Error {

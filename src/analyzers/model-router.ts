@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import { type Config, parseModelFallbacks, parsePromptVariants } from '../config.ts'
 import type { Metrics } from '../metrics.ts'
 import { CircuitBreaker, circuitStateValue } from '../pipeline/breaker.ts'
-import { type AnalysisInput, type Analyzer, type BatchResult, type EndpointStatus, type ItemResult, ModelCallError, type Route } from './analyzer.ts'
+import { type AnalysisInput, type Analyzer, type BatchResult, type EndpointStatus, type ItemResult, ModelCallError, type Route, type Spend } from './analyzer.ts'
 import { createLocalAnalyzer } from './local.ts'
 import { createModelTransport, realClock, type TransportClock } from './model-transport.ts'
 import { createOpenAICompatibleAnalyzer } from './openai-compatible.ts'
@@ -105,13 +105,11 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
 
   /** One variant's items through the endpoints in order; the results tagged with who answered. */
   async function analyzeVariant(variant: Variant, items: AnalysisInput[], signal?: AbortSignal): Promise<BatchResult> {
-    const spent = { input: 0, output: 0, cost_usd: 0, calls: 0 }
-    const addSpent = (u: BatchResult['usage'] | undefined) => {
+    const spent: BatchResult['usage'] = { input: 0, output: 0, cost_usd: 0, calls: 0, byModel: {} }
+    const addSpent = (u: BatchResult['usage'] | undefined, model: string) => {
       if (!u) return
-      spent.input += u.input
-      spent.output += u.output
-      spent.cost_usd += u.cost_usd
-      spent.calls += u.calls
+      addInto(spent, u)
+      addInto((spent.byModel![model] ??= { input: 0, output: 0, cost_usd: 0, calls: 0 }), u)
     }
     let lastError: unknown
     for (const endpoint of endpoints) {
@@ -122,8 +120,8 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
       try {
         const result = await analyzer.analyzeBatch(items, signal)
         endpoint.breaker.recordSuccess()
-        addSpent(result.usage)
-        return { results: result.results.map((r) => tag(r, endpoint.model, variant.version)), usage: { ...spent } }
+        addSpent(result.usage, endpoint.model)
+        return { results: result.results.map((r) => tag(r, endpoint.model, variant.version)), usage: spent }
       } catch (err) {
         if (!(err instanceof ModelCallError)) {
           // an abort or a bug says nothing about the endpoint, but a probe must still report
@@ -131,7 +129,7 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
           throw err
         }
         endpoint.breaker.recordFailure()
-        addSpent(err.usage)
+        addSpent(err.usage, endpoint.model)
         lastError = err
         log.warn({ endpoint: endpoint.name, model: endpoint.model, kind: err.kind, size: items.length }, 'model endpoint failed; trying the next')
       }
@@ -139,10 +137,10 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
     if (local) {
       const result = await local.analyzeBatch(items, signal)
       metrics.modelFallbackLocal.inc(items.length)
-      return { results: result.results.map((r) => tag(r, local.model, local.promptVersion)), usage: { ...spent } }
+      return { results: result.results.map((r) => tag(r, local.model, local.promptVersion)), usage: spent }
     }
     const err = lastError instanceof ModelCallError ? lastError : new ModelCallError('error', 'every model endpoint is open: no call made')
-    err.usage = { ...spent }
+    err.usage = spent
     throw err
   }
 
@@ -153,7 +151,7 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
       groups.set(v, [...(groups.get(v) ?? []), item])
     }
     const results: ItemResult[] = []
-    const usage = { input: 0, output: 0, cost_usd: 0, calls: 0 }
+    const usage: BatchResult['usage'] = { input: 0, output: 0, cost_usd: 0, calls: 0, byModel: {} }
     let failure: ModelCallError | undefined
     for (const [variant, group] of groups) {
       const started = performance.now()
@@ -229,9 +227,13 @@ function tag(r: ItemResult, model: string, promptVersion: string): ItemResult {
   return r.ok ? { ...r, model, promptVersion } : r
 }
 
-function addInto(total: BatchResult['usage'], u: BatchResult['usage']) {
+/** Adds `u` into `total`, and its per-model split into total's when both keep one. */
+function addInto(total: Spend & { byModel?: Record<string, Spend> }, u: Spend & { byModel?: Record<string, Spend> }) {
   total.input += u.input
   total.output += u.output
   total.cost_usd += u.cost_usd
   total.calls += u.calls
+  if (total.byModel && u.byModel) {
+    for (const [model, s] of Object.entries(u.byModel)) addInto((total.byModel[model] ??= { input: 0, output: 0, cost_usd: 0, calls: 0 }), s)
+  }
 }

@@ -83,6 +83,8 @@ t.test('the primary down: the fallback takes the batch, the insight names it, an
     const r = await analyzer.analyzeBatch([conv(`a${b}`), conv(`b${b}`)])
     t.ok(r.results.every((x) => x.ok && x.model === 'fake-2'), `batch ${b} answered by the fallback`)
     t.ok(r.usage.cost_usd > 0, 'the fallback\'s price applies')
+    t.equal(r.usage.byModel?.['fake-2']?.calls, 1, 'its spend is booked under the model that spent it')
+    if (b < 2) t.equal(r.usage.byModel?.['fake-1']?.calls, 1, 'and the failed primary call under the primary')
   }
   t.equal(primary!.stats.calls, 2, 'two failures opened the primary\'s breaker; no call while open')
   t.same(analyzer.endpoints!(), [
