@@ -109,7 +109,7 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
     const addSpent = (u: BatchResult['usage'] | undefined, model: string) => {
       if (!u) return
       addInto(spent, u)
-      addInto((spent.byModel![model] ??= { input: 0, output: 0, cost_usd: 0, calls: 0 }), u)
+      addInto(slotOf(spent.byModel!, model), u)
     }
     let lastError: unknown
     for (const endpoint of endpoints) {
@@ -234,6 +234,11 @@ function addInto(total: Spend & { byModel?: Record<string, Spend> }, u: Spend & 
   total.cost_usd += u.cost_usd
   total.calls += u.calls
   if (total.byModel && u.byModel) {
-    for (const [model, s] of Object.entries(u.byModel)) addInto((total.byModel[model] ??= { input: 0, output: 0, cost_usd: 0, calls: 0 }), s)
+    for (const [model, s] of Object.entries(u.byModel)) addInto(slotOf(total.byModel, model), s)
   }
+}
+
+function slotOf(byModel: Record<string, Spend>, model: string): Spend {
+  byModel[model] ??= { input: 0, output: 0, cost_usd: 0, calls: 0 }
+  return byModel[model]
 }
