@@ -16,6 +16,28 @@ import { findConversationBlocks } from '../src/analyzers/prompts.ts'
 
 export type Malformation = 'fences' | 'trailing-comma' | 'prose' | 'citations' | 'garbage'
 
+/**
+ * How a 200 carries its answer, as real providers send it:
+ * - string: `message.content` is a string (OpenAI, xAI, vLLM, Ollama);
+ * - parts: `message.content` is an array of `{type: "text", text}` parts (some
+ *   OpenAI-compatible gateways and multimodal servers);
+ * - reasoning: a string content with `reasoning_content` beside it (xAI's and vLLM's
+ *   reasoning models, DeepSeek);
+ * - refusal: `content: null` and `message.refusal` (OpenAI structured outputs).
+ */
+export const ANSWER_SHAPES = ['string', 'parts', 'reasoning', 'refusal'] as const
+export type AnswerShape = (typeof ANSWER_SHAPES)[number]
+
+/**
+ * The error body of a refused request, per provider (what each documents or sends):
+ * OpenAI and Ollama's OpenAI layer {"error": {"message", "type", "param", "code"}};
+ * xAI {"code": "<status text>", "error": "<message>"}; vLLM before 0.10
+ * {"object": "error", "message", "type", "param", "code": <status>}; Ollama's native API
+ * {"error": "<message>"}.
+ */
+export const ERROR_STYLES = ['openai', 'xai', 'vllm', 'ollama'] as const
+export type ErrorStyle = (typeof ERROR_STYLES)[number]
+
 export interface FakeBehaviour {
   /** fixed delay before every answer, errors included */
   latencyMs: number
@@ -47,6 +69,19 @@ export interface FakeBehaviour {
   omitUsage: boolean
   /** when set, any other Authorization than `Bearer <this>` gets 401 */
   requireApiKey: string | null
+  /** how a 200 carries its answer */
+  shape: AnswerShape
+  /** the body of 400 and 401 answers */
+  errorStyle: ErrorStyle
+  /** answer items without their index field, as some models do */
+  omitIndex: boolean
+  /** usage reports this many prompt tokens as served from the provider's cache */
+  cachedTokens: number
+  /**
+   * the model's own output cap in tokens (ceil(chars/4)); the request's max_tokens caps
+   * too. An answer longer than the cap is cut there with finish_reason "length"
+   */
+  maxOutputTokens: number | null
 }
 
 export interface FakeModelServerOptions extends Partial<FakeBehaviour> {
@@ -78,6 +113,8 @@ export interface FakeStats {
   lastRequest: Record<string, unknown> | null
   /** arrival times (performance.now(), ms) of the last CALL_TIMES_KEPT chat calls, to measure back-off */
   callTimes: number[]
+  /** answers cut off at max_tokens (finish_reason "length") */
+  truncated: number
 }
 
 /**
@@ -88,6 +125,8 @@ export interface FakeStats {
  */
 export interface FakeEvents {
   call: []
+  /** the raw body of every chat request, for tests that check what never reaches a provider */
+  request: [body: string]
   answer: [status: number]
   abort: []
 }
@@ -118,7 +157,12 @@ const DEFAULT_BEHAVIOUR: FakeBehaviour = {
   poisonMarker: null,
   poisonAs: 'omit',
   omitUsage: false,
-  requireApiKey: null
+  requireApiKey: null,
+  shape: 'string',
+  errorStyle: 'openai',
+  omitIndex: false,
+  cachedTokens: 0,
+  maxOutputTokens: null
 }
 
 /** Enough to inspect the retries of a test; bounded so a long load test does not grow memory. */
@@ -150,7 +194,8 @@ function emptyStats(): FakeStats {
     modelsCalls: 0,
     lastAuthorization: false,
     lastRequest: null,
-    callTimes: []
+    callTimes: [],
+    truncated: 0
   }
 }
 
@@ -227,6 +272,7 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
     stats.lastAuthorization = typeof req.headers.authorization === 'string'
     events.emit('call')
     const raw = await readBody(req).catch(() => null)
+    if (raw !== null) events.emit('request', raw)
     const body = raw === null ? undefined : parseJson(raw)
     stats.lastRequest = isRecord(body) ? body : null
 
@@ -242,7 +288,7 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
       sendJson(res, status, payload, headers)
     }
     if (b.requireApiKey !== null && req.headers.authorization !== `Bearer ${b.requireApiKey}`) {
-      return answer(401, { error: { message: 'Incorrect API key provided', type: 'invalid_request_error', code: 'invalid_api_key' } })
+      return answer(401, errorBody(b.errorStyle, 401, 'Incorrect API key provided', 'invalid_api_key'))
     }
     if (b.failNext > 0) {
       behaviour.failNext--
@@ -258,7 +304,7 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
     }
     if (b.badRequestNext > 0) {
       behaviour.badRequestNext--
-      return answer(400, { error: { message: 'fake bad request', type: 'invalid_request_error' } })
+      return answer(400, errorBody(b.errorStyle, 400, 'fake bad request', null))
     }
     if (b.errorRate > 0 && random() < b.errorRate) {
       return answer(500, { error: { message: 'fake random error', type: 'server_error' } })
@@ -280,23 +326,37 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
     })
     if (b.partial > 0) items = items.slice(0, Math.max(1, items.length - b.partial))
     const kept = items.filter((x): x is NonNullable<typeof x> => x !== null)
-    stats.itemsAnalysed += kept.filter((x) => 'summary' in x).length
+    const sent = b.omitIndex ? kept.map(({ index: _index, ...rest }) => rest) : kept
 
     const malformed = b.malformed
     if (malformed && b.malformedNext > 0 && --behaviour.malformedNext === 0) behaviour.malformed = null
-    const content = spoil(JSON.stringify({ insights: kept }, null, 2), malformed)
+    let content = spoil(JSON.stringify({ insights: sent }, null, 2), malformed)
+    const requested = typeof body.max_tokens === 'number' && body.max_tokens > 0 ? body.max_tokens : null
+    const cap = Math.min(requested ?? Number.POSITIVE_INFINITY, b.maxOutputTokens ?? Number.POSITIVE_INFINITY)
+    const truncated = Math.ceil(content.length / 4) > cap
+    if (truncated) content = content.slice(0, cap * 4)
+    stats.itemsAnalysed += truncated ? 0 : kept.filter((x) => 'summary' in x).length
+    if (truncated) stats.truncated++
     const promptChars = messages.reduce((n, m) => n + (typeof m.content === 'string' ? m.content.length : 0), 0)
     const promptTokens = Math.ceil(promptChars / 4)
     const completionTokens = Math.ceil(content.length / 4)
+    const refusal = b.shape === 'refusal'
     answer(200, {
       id: `chatcmpl-fake-${++completionSeq}`,
       object: 'chat.completion',
       created: Math.floor(Date.now() / 1000),
       model: typeof body.model === 'string' ? body.model : modelName,
-      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+      choices: [{ index: 0, message: assistantMessage(b.shape, content), finish_reason: truncated ? 'length' : 'stop' }],
       ...(b.omitUsage
         ? {}
-        : { usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens } })
+        : {
+            usage: {
+              prompt_tokens: promptTokens,
+              completion_tokens: refusal ? 12 : completionTokens,
+              total_tokens: promptTokens + (refusal ? 12 : completionTokens),
+              ...(b.cachedTokens > 0 ? { prompt_tokens_details: { cached_tokens: Math.min(b.cachedTokens, promptTokens) } } : {})
+            }
+          })
     })
   }
 
@@ -365,6 +425,46 @@ function parseJson(text: string): unknown {
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function assistantMessage(shape: AnswerShape, content: string): Record<string, unknown> {
+  switch (shape) {
+    case 'string':
+      return { role: 'assistant', content }
+    case 'parts': {
+      // split in two parts, so a client that reads only the first part loses the answer
+      const mid = Math.floor(content.length / 2)
+      return {
+        role: 'assistant',
+        content: [
+          { type: 'text', text: content.slice(0, mid) },
+          { type: 'text', text: content.slice(mid) }
+        ]
+      }
+    }
+    case 'reasoning':
+      return {
+        role: 'assistant',
+        reasoning_content: 'The customer mentions an index [0] and {"insights": []} while I think it over.',
+        content
+      }
+    case 'refusal':
+      return { role: 'assistant', content: null, refusal: "I'm sorry, I can't help with that request." }
+  }
+}
+
+function errorBody(style: ErrorStyle, status: number, message: string, code: string | null): Record<string, unknown> {
+  const type = status === 401 ? 'authentication_error' : 'invalid_request_error'
+  switch (style) {
+    case 'openai':
+      return { error: { message, type, param: null, code } }
+    case 'xai':
+      return { code: 'Client specified an invalid argument', error: message }
+    case 'vllm':
+      return { object: 'error', message, type: 'BadRequestError', param: null, code: status }
+    case 'ollama':
+      return { error: message }
+  }
 }
 
 function sendJson(res: ServerResponse, status: number, payload: unknown, headers: Record<string, string> = {}) {

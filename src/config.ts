@@ -4,6 +4,9 @@
 import { hostname } from 'node:os'
 import envSchema from 'env-schema'
 import { type Static, Type } from 'typebox'
+import { Value } from 'typebox/value'
+import { PROMPT_VERSIONS } from './analyzers/prompts.ts'
+import { RESPONSE_FORMATS, type ResponseFormat } from './analyzers/response-format.ts'
 import { TIERS, type Tier } from './domain.ts'
 
 const Int = (def: number, min: number, max: number, description: string) =>
@@ -120,7 +123,52 @@ export const ConfigSchema = Type.Object({
   MODEL_RETRY_MAX_MS: Int(30_000, 0, 3_600_000, 'cap of one back-off (and of an honoured Retry-After)'),
   MODEL_MAX_CONNECTIONS: Int(8, 1, 1024, 'keep-alive connections to the model host'),
   MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION: Int(1_500, 50, 1_000_000, 'conversation text is trimmed to this many tokens'),
-  MODEL_JSON_MODE: Type.Boolean({ default: true, description: 'send response_format json_object' }),
+  MODEL_JSON_MODE: Type.Boolean({ default: true, description: 'send response_format json_object (when MODEL_RESPONSE_FORMAT is unset)' }),
+  MODEL_RESPONSE_FORMAT: Type.Optional(
+    Type.Enum(RESPONSE_FORMATS, {
+      description:
+        'json_schema (OpenAI, xAI, recent vLLM and Ollama: the answer is held to the insight schema), json_object (JSON mode) or none; unset → json_object, or none when MODEL_JSON_MODE=false'
+    })
+  ),
+  MODEL_MAX_INPUT_TOKENS_PER_CALL: Int(
+    24_000,
+    500,
+    10_000_000,
+    'a batch is cut into calls of at most this many estimated input tokens, as well as by count; 24k fits a 32k context window with room for the answer'
+  ),
+  MODEL_OUTPUT_TOKENS_PER_ITEM: Int(
+    250,
+    50,
+    100_000,
+    'max_tokens sent is this × the conversations in the call (plus a little); an insight is ~120 tokens, so 250 leaves room for a long summary'
+  ),
+  MODEL_MAX_TOKENS_PARAM: Type.Union([Type.Literal('max_tokens'), Type.Literal('max_completion_tokens')], {
+    default: 'max_tokens',
+    description:
+      'the request field the output cap goes in: max_tokens (xAI, vLLM, Ollama, older OpenAI models) or max_completion_tokens (OpenAI\'s reasoning models, which refuse max_tokens)'
+  }),
+  MODEL_MAX_OUTPUT_TOKENS: Int(16_384, 256, 1_000_000, 'cap on max_tokens: the largest answer many models may write'),
+  MODEL_FALLBACKS: Type.String({
+    default: '',
+    description:
+      'ordered fallback endpoints, a JSON array of {"base_url", "api_key"?, "model", "price_input"?, "price_output"?} (USD per million tokens); each has its own breaker and takes a batch when those before it are open or failing'
+  }),
+  MODEL_FALLBACK_LOCAL: Type.Union([Type.Literal('on'), Type.Literal('off')], {
+    default: 'off',
+    description: 'on: when every model endpoint is open or failing, the embedded local analyzer answers, so the drain never stops'
+  }),
+  PROMPT_VARIANTS: Type.String({
+    default: '',
+    description:
+      'A/B prompts: "v2:90,v2-terse:10" sends each conversation (by a stable hash of its id) to a registered prompt with those weights; empty → the current prompt for all'
+  }),
+  SUMMARY_LANGUAGE: Type.String({ default: 'English', minLength: 2, maxLength: 40, description: 'the language model summaries are written in' }),
+  REDACT_PII: Type.Optional(
+    Type.Union([Type.Literal('on'), Type.Literal('off')], {
+      description:
+        'replace emails, phones, cards, IBANs, IPs, handles, links and long numbers with typed placeholders (<EMAIL_1>) before any external model call; unset → on unless MODEL_PROVIDER=local'
+    })
+  ),
   MODEL_PRICE_INPUT_PER_MTOK: Num(0, 0, 'USD per million input tokens'),
   MODEL_PRICE_OUTPUT_PER_MTOK: Num(0, 0, 'USD per million output tokens'),
   MODEL_PRICES: Type.String({
@@ -134,7 +182,10 @@ export const ConfigSchema = Type.Object({
   BREAKER_COOLDOWN_MS: Int(30_000, 10, 3_600_000, 'how long the circuit stays open before a half-open probe')
 })
 
-export type Config = Readonly<Static<typeof ConfigSchema>>
+/** The schema's values with the defaults that depend on other variables resolved. */
+export type Config = Readonly<
+  Omit<Static<typeof ConfigSchema>, 'MODEL_RESPONSE_FORMAT' | 'REDACT_PII'> & { MODEL_RESPONSE_FORMAT: ResponseFormat; REDACT_PII: 'on' | 'off' }
+>
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -160,7 +211,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
   }
   parseModelPrices(parsed.MODEL_PRICES) // validates format early
-  return Object.freeze(parsed)
+  parseModelFallbacks(parsed.MODEL_FALLBACKS)
+  for (const { name } of parsePromptVariants(parsed.PROMPT_VARIANTS)) {
+    if (!(PROMPT_VERSIONS as readonly string[]).includes(name)) {
+      throw new ConfigError(`invalid configuration: PROMPT_VARIANTS names "${name}", which is not a registered prompt (${PROMPT_VERSIONS.join(', ')})`)
+    }
+  }
+  return Object.freeze({
+    ...parsed,
+    MODEL_RESPONSE_FORMAT: parsed.MODEL_RESPONSE_FORMAT ?? (parsed.MODEL_JSON_MODE ? 'json_object' : 'none'),
+    // text leaves the machine only with an external model: redact by default exactly then
+    REDACT_PII: parsed.REDACT_PII ?? (parsed.MODEL_PROVIDER === 'local' ? 'off' : 'on')
+  })
 }
 
 /** What one key may do, by its tier: requests per RATE_LIMIT_WINDOW_MS and new conversations per UTC day and month. */
@@ -196,4 +258,62 @@ export function parseModelPrices(spec: string): Map<string, { input: number; out
     prices.set(m[1]!.trim(), { input: Number(m[2]), output: Number(m[3]) })
   }
   return prices
+}
+
+export interface FallbackEndpoint {
+  base_url: string
+  api_key?: string
+  model: string
+  /** USD per million tokens */
+  price_input?: number
+  price_output?: number
+}
+
+const FallbackEndpointSchema = Type.Object(
+  {
+    base_url: Type.String({ minLength: 1 }),
+    api_key: Type.Optional(Type.String()),
+    model: Type.String({ minLength: 1 }),
+    price_input: Type.Optional(Type.Number({ minimum: 0 })),
+    price_output: Type.Optional(Type.Number({ minimum: 0 }))
+  },
+  { additionalProperties: false }
+)
+/** More endpoints than this is a configuration mistake: each one is tried before giving up on a batch. */
+const MAX_FALLBACKS = 8
+
+/** MODEL_FALLBACKS → the endpoints, in order; '' → none. */
+export function parseModelFallbacks(spec: string): FallbackEndpoint[] {
+  if (!spec.trim()) return []
+  let value: unknown
+  try {
+    value = JSON.parse(spec)
+  } catch {
+    throw new ConfigError('invalid configuration: MODEL_FALLBACKS must be a JSON array')
+  }
+  if (!Array.isArray(value) || value.length > MAX_FALLBACKS) throw new ConfigError(`invalid configuration: MODEL_FALLBACKS must be a JSON array of at most ${MAX_FALLBACKS} endpoints`)
+  value.forEach((e, i) => {
+    if (!Value.Check(FallbackEndpointSchema, e)) {
+      throw new ConfigError(`invalid configuration: MODEL_FALLBACKS[${i}] must be {"base_url", "api_key"?, "model", "price_input"?, "price_output"?}`)
+    }
+    try {
+      new URL((e as FallbackEndpoint).base_url)
+    } catch {
+      throw new ConfigError(`invalid configuration: MODEL_FALLBACKS[${i}].base_url is not a URL`)
+    }
+  })
+  return value as FallbackEndpoint[]
+}
+
+/** PROMPT_VARIANTS → [name, weight] pairs; names are checked against the registry by the analyzer. */
+export function parsePromptVariants(spec: string): Array<{ name: string; weight: number }> {
+  const variants: Array<{ name: string; weight: number }> = []
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([\w.@-]{1,40}):(\d{1,6})$/.exec(part)
+    if (!m) throw new ConfigError(`invalid configuration: PROMPT_VARIANTS entry "${part}" must look like name:weight`)
+    if (variants.some((v) => v.name === m[1])) throw new ConfigError(`invalid configuration: PROMPT_VARIANTS names ${m[1]} twice`)
+    variants.push({ name: m[1]!, weight: Number(m[2]) })
+  }
+  if (variants.length && variants.every((v) => v.weight === 0)) throw new ConfigError('invalid configuration: PROMPT_VARIANTS weights must not all be 0')
+  return variants
 }

@@ -83,7 +83,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     modelTokens: new client.Counter({
       name: 'gleaner_model_tokens_total',
-      help: 'Model tokens, by model and type',
+      help: 'Model tokens, by model and type (input, output, and cached_input: the part of input the provider served from its prompt cache)',
       labelNames: ['model', 'type'] as const,
       registers: r
     }),
@@ -91,6 +91,78 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'gleaner_model_cost_usd_total',
       help: 'Model spend in US dollars, by model',
       labelNames: ['model'] as const,
+      registers: r
+    }),
+    modelTruncated: new client.Counter({
+      name: 'gleaner_model_truncated_answers_total',
+      help: 'Model answers cut off at max_tokens (finish_reason length); each splits its call once',
+      labelNames: ['model'] as const,
+      registers: r
+    }),
+    modelAnswerCorrections: new client.Counter({
+      name: 'gleaner_model_answer_corrections_total',
+      help: 'What the parser corrected in model answers: unknown_intent (mapped to other), score_clamped (into its label band), positional_mismatch (index-less answer of the wrong length, re-asked)',
+      labelNames: ['model', 'kind'] as const,
+      registers: r
+    }),
+    modelRefusals: new client.Counter({
+      name: 'gleaner_model_refusals_total',
+      help: 'Model answers that were refusals instead of insights',
+      labelNames: ['model'] as const,
+      registers: r
+    }),
+    piiRedactions: new client.Counter({
+      name: 'gleaner_pii_redactions_total',
+      help: 'Personal data replaced by a placeholder before an external model call, by kind',
+      labelNames: ['kind'] as const,
+      registers: r
+    }),
+    modelEndpointState: new client.Gauge({
+      name: 'gleaner_model_endpoint_state',
+      help: 'Each model endpoint\'s own breaker (primary, fallback_1…): 0 closed, 1 half_open, 2 open',
+      labelNames: ['endpoint', 'model'] as const,
+      registers: r
+    }),
+    modelFallbackLocal: new client.Counter({
+      name: 'gleaner_model_fallback_local_total',
+      help: 'Conversations the local analyzer answered because every model endpoint was open or failing',
+      registers: r
+    }),
+    variantBatches: new client.Counter({
+      name: 'gleaner_prompt_variant_batches_total',
+      help: 'Batches (or their share) analysed per A/B prompt variant',
+      labelNames: ['prompt_version'] as const,
+      registers: r
+    }),
+    variantCalls: new client.Counter({
+      name: 'gleaner_prompt_variant_calls_total',
+      help: 'Model calls per A/B prompt variant, retries and re-asks included',
+      labelNames: ['prompt_version'] as const,
+      registers: r
+    }),
+    variantItems: new client.Counter({
+      name: 'gleaner_prompt_variant_items_total',
+      help: 'Conversations per A/B prompt variant, by outcome (ok, invalid_output: the answer held no valid insight, failed)',
+      labelNames: ['prompt_version', 'outcome'] as const,
+      registers: r
+    }),
+    variantTokens: new client.Counter({
+      name: 'gleaner_prompt_variant_tokens_total',
+      help: 'Model tokens per A/B prompt variant and type',
+      labelNames: ['prompt_version', 'type'] as const,
+      registers: r
+    }),
+    variantCost: new client.Counter({
+      name: 'gleaner_prompt_variant_cost_usd_total',
+      help: 'Model spend in US dollars per A/B prompt variant',
+      labelNames: ['prompt_version'] as const,
+      registers: r
+    }),
+    variantDuration: new client.Histogram({
+      name: 'gleaner_prompt_variant_batch_duration_seconds',
+      help: 'Time to analyse one batch share per A/B prompt variant, fallbacks and re-asks included',
+      labelNames: ['prompt_version'] as const,
+      buckets: MODEL_BUCKETS,
       registers: r
     }),
     circuitState: new client.Gauge({

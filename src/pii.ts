@@ -290,6 +290,16 @@ export function findPii(text: string, kinds: readonly PiiKind[] = PII_KINDS): Pi
   return spans
 }
 
+/** Which number each value got, per kind: pass one to several maskPii calls to number across them. */
+export interface PiiNumbering {
+  seen: Map<string, number>
+  counters: Map<PiiKind, number>
+}
+export const newPiiNumbering = (): PiiNumbering => ({ seen: new Map(), counters: new Map() })
+
+/** Typed, numbered placeholders (<EMAIL_1>, <CARD_2>): the text still reads, the value is gone. */
+export const typedPlaceholder = (span: PiiSpan, indexOfKind: number) => `<${span.kind.toUpperCase()}_${indexOfKind}>`
+
 /** The default replacement: the kind in brackets ("[email]"). */
 export const bracketedKind = (span: PiiSpan) => `[${span.kind}]`
 
@@ -300,13 +310,17 @@ export const bracketedKind = (span: PiiSpan) => `[${span.kind}]`
  */
 export function maskPii(
   text: string,
-  opts: { kinds?: readonly PiiKind[]; replace?: (span: PiiSpan, indexOfKind: number, original: string) => string } = {}
+  opts: {
+    kinds?: readonly PiiKind[]
+    replace?: (span: PiiSpan, indexOfKind: number, original: string) => string
+    /** shared across calls (the messages of one conversation) so a value keeps its number in all of them */
+    numbering?: PiiNumbering
+  } = {}
 ): string {
   const spans = findPii(text, opts.kinds)
   if (!spans.length) return text
   const replace = opts.replace ?? bracketedKind
-  const seen = new Map<string, number>()
-  const counters = new Map<PiiKind, number>()
+  const { seen, counters } = opts.numbering ?? newPiiNumbering()
   let out = ''
   let last = 0
   for (const span of spans) {

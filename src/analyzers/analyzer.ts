@@ -24,7 +24,16 @@ export type ModelFailureKind = 'error' | 'timeout' | 'rate_limited' | 'rejected'
 export type ItemFailureReason = ModelFailureKind | 'invalid_output' | 'internal'
 
 export type ItemResult =
-  | { id: string; ok: true; insight: InsightFields; tokens: TokenUsage; cost_usd: number }
+  | {
+      id: string
+      ok: true
+      insight: InsightFields
+      tokens: TokenUsage
+      cost_usd: number
+      /** who answered, when not the analyzer's own model and prompt (a fallback, an A/B variant) */
+      model?: string
+      promptVersion?: string
+    }
   /**
    * retryable=false means retrying the same input cannot help (e.g. the model keeps
    * answering nonsense). reason is counted in gleaner_analysis_failures_total; absent, the
@@ -34,8 +43,13 @@ export type ItemResult =
 
 export interface BatchResult {
   results: ItemResult[] // one per input item, any order
-  usage: TokenUsage & { cost_usd: number; calls: number }
+  usage: Spend & {
+    /** the same split by the model that spent it, when several may have (fallbacks); absent → all the analyzer's model */
+    byModel?: Record<string, Spend>
+  }
 }
+
+export type Spend = TokenUsage & { cost_usd: number; calls: number }
 
 /** A whole call failed (after the analyzer's own retries). The worker counts it for the breaker. */
 export class ModelCallError extends Error {
@@ -64,7 +78,26 @@ export interface Analyzer {
   /** true when results cost money and count against the budget */
   readonly billable: boolean
   analyzeBatch(items: AnalysisInput[], signal?: AbortSignal): Promise<BatchResult>
+  /**
+   * The model and prompt a conversation is meant for (A/B prompt variants): its analysis
+   * cache key and stored prompt_version. Absent → `model` and `promptVersion` for all.
+   */
+  routeOf?(id: string): Route
+  /** each model endpoint and its breaker, for /health and /metrics; absent for a single backend */
+  endpoints?(): EndpointStatus[]
   /** readiness probe (?deep=true); resolves when the backend answers */
   ping(signal?: AbortSignal): Promise<void>
   close(): Promise<void>
+}
+
+export interface Route {
+  model: string
+  promptVersion: string
+}
+
+export interface EndpointStatus {
+  /** "primary", "fallback_1"… (bounded: a metric label) */
+  name: string
+  model: string
+  state: 'closed' | 'open' | 'half_open'
 }

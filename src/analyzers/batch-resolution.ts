@@ -18,7 +18,11 @@ const ASK_ALONE_AT_MOST = 3
 /** One conversation of the batch: its position, and its weight (prompt length) for the usage split. */
 export type Entry = { pos: number; item: AnalysisInput; weight: number }
 
-export type CallOutcome = { parsed: ParsedAnswer } | { unparseable: string }
+/**
+ * What one prompt brought back. `truncated`: the answer hit max_tokens; its certain items
+ * are kept and the rest are asked again in halves, on purpose, never as the same prompt.
+ */
+export type CallOutcome = { parsed: ParsedAnswer; truncated?: boolean } | { unparseable: string; refused?: boolean }
 
 /**
  * One prompt for `group`, retried on transport failures (and, when asked, on answers that
@@ -39,6 +43,8 @@ export interface Resolution {
 }
 
 const NO_VALID_INSIGHT = 'the model gave no valid insight for this conversation'
+const REFUSED = 'the model refused to analyse this conversation'
+const TRUNCATED_ALONE = 'the answer for this conversation alone was cut off at max_tokens'
 
 /**
  * Throws ModelCallError when the first prompt fails after its retries (the whole call
@@ -70,10 +76,11 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
    * one, larger ones in halves. Calls run one after another so a batch never holds more
    * than one call in flight (WORKER_CONCURRENCY bounds batches, and so calls, per process).
    */
-  const resolveLeftovers = async (group: Entry[], depth: number): Promise<void> => {
+  const resolveLeftovers = async (group: Entry[], depth: number, split = false): Promise<void> => {
     if (group.length === 0) return
+    if (group.length === 1) split = false
     if (depth > MAX_SPLIT_DEPTH) return fail(group, NO_VALID_INSIGHT, 'invalid_output')
-    const parts = group.length <= ASK_ALONE_AT_MOST ? group.map((e) => [e]) : halves(group)
+    const parts = group.length <= ASK_ALONE_AT_MOST && !split ? group.map((e) => [e]) : halves(group)
     const next: Entry[][] = []
     let anyParsed = false
     for (const [i, part] of parts.entries()) {
@@ -94,10 +101,10 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
         anyParsed = true
         const rest = accept(part, outcome.parsed)
         if (rest.length === 0) continue
-        if (part.length === 1) fail(rest, NO_VALID_INSIGHT, 'invalid_output')
+        if (part.length === 1) fail(rest, outcome.truncated ? TRUNCATED_ALONE : NO_VALID_INSIGHT, 'invalid_output')
         else next.push(rest)
       } else if (part.length === 1) {
-        fail(part, `the model answer could not be parsed: ${outcome.unparseable}`, 'invalid_output')
+        fail(part, outcome.refused ? REFUSED : `the model answer could not be parsed: ${outcome.unparseable}`, 'invalid_output')
       } else {
         next.push(part)
       }
@@ -112,8 +119,14 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
 
   const first = await ask(entries, true)
   const leftovers = 'parsed' in first ? accept(entries, first.parsed) : entries
-  await resolveLeftovers(leftovers, 1)
-  if ('unparseable' in first && !insights.some(Boolean)) {
+  if ('parsed' in first && first.truncated && entries.length === 1) fail(leftovers, TRUNCATED_ALONE, 'invalid_output')
+  // A refusal is about the text, not the endpoint: never a failed call for the breaker, and
+  // one conversation refused alone is not asked again in the same words. It stays
+  // retryable (not a dead letter at once): MAX_ATTEMPTS bounds its cost, and a later
+  // attempt may meet another prompt variant or a fallback model that answers.
+  else if ('unparseable' in first && first.refused && entries.length === 1) fail(entries, REFUSED, 'invalid_output')
+  else await resolveLeftovers(leftovers, 1, 'parsed' in first && first.truncated === true)
+  if ('unparseable' in first && !first.refused && !insights.some(Boolean)) {
     throw new ModelCallError('error', `the model answer could not be parsed: ${first.unparseable}`)
   }
   for (const e of entries) if (!insights[e.pos] && !failures[e.pos]) failures[e.pos] = { error: NO_VALID_INSIGHT, retryable: true, reason: 'invalid_output' }

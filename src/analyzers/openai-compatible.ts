@@ -8,12 +8,14 @@
 import type { Logger } from 'pino'
 import type { Config } from '../config.ts'
 import type { Metrics } from '../metrics.ts'
+import { maskPii, newPiiNumbering, typedPlaceholder } from '../pii.ts'
 import { type AnalysisInput, type Analyzer, type BatchResult, type ItemResult, ModelCallError, type TokenUsage } from './analyzer.ts'
-import { type Ask, type CallOutcome, type Entry, resolveBatch } from './batch-resolution.ts'
+import { type Ask, type CallOutcome, type Entry, type Resolution, resolveBatch } from './batch-resolution.ts'
 import { createModelTransport, type ModelTransport, realClock, type TransportClock } from './model-transport.ts'
 import { costOf, priceOf, UsageLedger } from './model-usage.ts'
-import { parseInsightsAnswer } from './parse.ts'
-import { CURRENT_PROMPT_VERSION, estimateTokens, PROMPTS, type PromptTemplate, renderConversation } from './prompts.ts'
+import { type AnswerAdjustments, type ParsedAnswer, parseInsightsAnswer } from './parse.ts'
+import { CURRENT_PROMPT_VERSION, estimateTokens, type PromptTemplate, promptFor, tokensOfChars } from './prompts.ts'
+import { responseFormatFor } from './response-format.ts'
 
 export interface OpenAICompatibleDeps {
   metrics: Metrics
@@ -22,9 +24,12 @@ export interface OpenAICompatibleDeps {
   clock?: TransportClock
   /** the endpoint; by default one built from MODEL_BASE_URL */
   transport?: ModelTransport
-  /** the prompt; by default PROMPTS[CURRENT_PROMPT_VERSION] */
+  /** the prompt; by default the current version with SUMMARY_LANGUAGE */
   prompt?: PromptTemplate
 }
+
+/** max_tokens for the wrapper around the items ({"insights": [...]}) and a little slack. */
+const ANSWER_OVERHEAD_TOKENS = 64
 
 export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompatibleDeps): Analyzer {
   const { metrics } = deps
@@ -33,13 +38,36 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
     throw new Error('MODEL_BASE_URL and MODEL_NAME are required for the openai-compatible analyzer')
   }
   const model = config.MODEL_NAME
-  const prompt = deps.prompt ?? PROMPTS[CURRENT_PROMPT_VERSION]
+  const prompt = deps.prompt ?? promptFor(CURRENT_PROMPT_VERSION, { summaryLanguage: config.SUMMARY_LANGUAGE })
   const price = priceOf(config, model)
   const transport = deps.transport ?? createModelTransport(config, deps.clock ?? realClock)
   const maxTokens = config.MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION
+  const responseFormat = responseFormatFor(config.MODEL_RESPONSE_FORMAT)
+  const systemTokens = estimateTokens(prompt.system)
+  const maxOutputTokens = (n: number) => Math.min(config.MODEL_MAX_OUTPUT_TOKENS, ANSWER_OVERHEAD_TOKENS + n * config.MODEL_OUTPUT_TOKENS_PER_ITEM)
+
+  /** The conversation as the model may see it: with REDACT_PII on, no personal data leaves the process. */
+  const outbound = (item: AnalysisInput): AnalysisInput => {
+    if (config.REDACT_PII !== 'on') return item
+    const numbering = newPiiNumbering()
+    const messages = item.messages.map((m) => ({
+      ...m,
+      content: maskPii(m.content, {
+        numbering,
+        replace: (span, n) => {
+          metrics.piiRedactions.inc({ kind: span.kind })
+          return typedPlaceholder(span, n)
+        }
+      })
+    }))
+    return { ...item, messages }
+  }
 
   function analyzeBatch(items: AnalysisInput[], signal?: AbortSignal): Promise<BatchResult> {
-    const entries: Entry[] = items.map((item, pos) => ({ pos, item, weight: renderConversation(0, item, maxTokens).length }))
+    const entries: Entry[] = items.map((item, pos) => {
+      const sent = outbound(item)
+      return { pos, item: sent, weight: prompt.renderConversation(0, sent, maxTokens).length }
+    })
     const ledger = new UsageLedger(items.length, price)
 
     /**
@@ -62,7 +90,8 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
           { role: 'user', content: user }
         ],
         temperature: 0,
-        ...(config.MODEL_JSON_MODE ? { response_format: { type: 'json_object' } } : {})
+        [config.MODEL_MAX_TOKENS_PARAM]: maxOutputTokens(group.length),
+        ...(responseFormat ? { response_format: responseFormat } : {})
       })
       for (let retry = 0; ; retry++) {
         signal?.throwIfAborted()
@@ -100,9 +129,20 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
         ledger.charge(tokens, group)
         metrics.modelTokens.inc({ model, type: 'input' }, tokens.input)
         metrics.modelTokens.inc({ model, type: 'output' }, tokens.output)
+        if (answer.usage?.cachedInput) metrics.modelTokens.inc({ model, type: 'cached_input' }, answer.usage.cachedInput)
         const cost = costOf(price, tokens)
         if (cost > 0) metrics.modelCost.inc({ model }, cost)
         const parsed = answer.content === undefined ? undefined : parseInsightsAnswer(answer.content, group.length)
+        if (parsed) countCorrections(parsed.adjustments)
+        const truncated = answer.finishReason === 'length'
+        if (truncated) {
+          // the same prompt would be cut at the same place: keep what is certain, split the rest
+          metrics.modelTruncated.inc({ model })
+          metrics.modelCalls.inc({ model, outcome: 'ok' })
+          log.warn({ ...fields, status: attempt.status, outcome: 'truncated', answered: parsed?.byIndex.size ?? 0 }, 'model answer cut off at max_tokens')
+          return { parsed: parsed && !parsed.parseError ? parsed : emptyAnswer(), truncated: true }
+        }
+        if (answer.refusal !== undefined) metrics.modelRefusals.inc({ model })
         const problem = answer.content === undefined ? answer.error : parsed?.parseError
         // A 200 whose text holds no insight list is a failed call for the dashboards:
         // it costs tokens and yields nothing.
@@ -111,19 +151,42 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
           log.debug({ ...fields, status: attempt.status, outcome: 'ok', answered: parsed.byIndex.size }, 'model call')
           return { parsed }
         }
-        const again = retryUnparseable && !last
-        log.warn({ ...fields, status: attempt.status, outcome: 'unparseable', retry: again }, 'model answer unparseable')
-        if (!again) return { unparseable: problem ?? 'unparseable answer' }
+        // a refusal at temperature 0 repeats: asking the same prompt again only costs
+        const again = retryUnparseable && !last && answer.refusal === undefined
+        log.warn({ ...fields, status: attempt.status, outcome: answer.refusal !== undefined ? 'refused' : 'unparseable', retry: again }, 'model answer unparseable')
+        if (!again) return { unparseable: problem ?? 'unparseable answer', ...(answer.refusal !== undefined ? { refused: true } : {}) }
         await transport.pause(transport.backoffMs(retry, undefined), signal)
       }
     }
 
+    const countCorrections = (a: AnswerAdjustments) => {
+      if (a.unknownIntent) metrics.modelAnswerCorrections.inc({ model, kind: 'unknown_intent' }, a.unknownIntent)
+      if (a.scoreClamped) metrics.modelAnswerCorrections.inc({ model, kind: 'score_clamped' }, a.scoreClamped)
+      if (a.positionalMismatch) metrics.modelAnswerCorrections.inc({ model, kind: 'positional_mismatch' }, a.positionalMismatch)
+    }
+
     const run = async (): Promise<BatchResult> => {
-      const { insights, failures } = await resolveBatch(entries, ask)
+      const insights: Resolution['insights'] = []
+      const failures: Resolution['failures'] = []
+      // the batch in calls that fit MODEL_MAX_INPUT_TOKENS_PER_CALL, one after another
+      for (const [i, chunk] of chunkByTokens(entries, config.MODEL_MAX_INPUT_TOKENS_PER_CALL - systemTokens).entries()) {
+        try {
+          const r = await resolveBatch(chunk, ask)
+          for (const e of chunk) {
+            insights[e.pos] = r.insights[e.pos]
+            failures[e.pos] = r.failures[e.pos]
+          }
+        } catch (err) {
+          // the first call failing is the endpoint failing (the breaker's business); a
+          // later one must not throw away the insights already won
+          if (i === 0 || !(err instanceof ModelCallError)) throw err
+          for (const e of chunk) failures[e.pos] = { error: err.message, retryable: err.kind !== 'rejected', reason: err.kind }
+        }
+      }
       const results: ItemResult[] = entries.map(({ pos, item }) => {
         const insight = insights[pos]
         if (insight) return { id: item.id, ok: true, insight, ...ledger.item(pos) }
-        return { id: item.id, ok: false, ...failures[pos]! }
+        return { id: item.id, ok: false, ...(failures[pos] ?? { error: 'no result', retryable: true, reason: 'internal' as const }) }
       })
       return { results, usage: ledger.spent() }
     }
@@ -144,8 +207,57 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
   }
 }
 
-/** The assistant text and token counts of a chat completion body; `error` says why there is no text. */
-export function readCompletion(text: string): { content?: string; usage?: Partial<TokenUsage>; error?: string } {
+const emptyAnswer = (): ParsedAnswer => ({
+  byIndex: new Map(),
+  invalid: [],
+  adjustments: { unknownIntent: 0, scoreClamped: 0, positionalMismatch: 0 }
+})
+
+/**
+ * Consecutive runs of entries whose estimated tokens (prompt length / 4) fit `budget`;
+ * a conversation larger than the budget alone still gets its own call (it is already
+ * trimmed to MODEL_MAX_INPUT_TOKENS_PER_CONVERSATION).
+ */
+export function chunkByTokens(entries: readonly Entry[], budget: number): Entry[][] {
+  const chunks: Entry[][] = []
+  let current: Entry[] = []
+  let used = 0
+  for (const e of entries) {
+    const cost = tokensOfChars(e.weight)
+    if (current.length > 0 && used + cost > budget) {
+      chunks.push(current)
+      current = []
+      used = 0
+    }
+    current.push(e)
+    used += cost
+  }
+  if (current.length) chunks.push(current)
+  return chunks
+}
+
+export interface CompletionUsage extends Partial<TokenUsage> {
+  /** prompt tokens the provider served from its cache (usage.prompt_tokens_details.cached_tokens) */
+  cachedInput?: number
+}
+
+export interface Completion {
+  content?: string
+  usage?: CompletionUsage
+  /** choices[0].finish_reason: "stop", "length", "content_filter"… */
+  finishReason?: string
+  /** the model declined (message.refusal, OpenAI structured outputs) */
+  refusal?: string
+  error?: string
+}
+
+/**
+ * The assistant text and token counts of a chat completion body; `error` says why there is
+ * no text. Content comes as a string (most providers) or as an array of parts (some
+ * OpenAI-compatible servers); only text parts count. `reasoning_content` (vLLM's and
+ * xAI's reasoning models, DeepSeek) is the model thinking aloud, never the answer.
+ */
+export function readCompletion(text: string): Completion {
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -156,9 +268,24 @@ export function readCompletion(text: string): { content?: string; usage?: Partia
   const { choices, usage } = json as { choices?: unknown; usage?: unknown }
   const count = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.round(v) : undefined)
   const u = typeof usage === 'object' && usage !== null ? (usage as Record<string, unknown>) : undefined
-  const tokens = u ? { input: count(u.prompt_tokens), output: count(u.completion_tokens) } : undefined
-  const message = Array.isArray(choices) ? (choices[0] as { message?: { content?: unknown } } | undefined)?.message : undefined
-  const content = message?.content
-  if (typeof content !== 'string') return { usage: tokens, error: 'the completion has no message content' }
-  return { content, usage: tokens }
+  const details = u && typeof u.prompt_tokens_details === 'object' && u.prompt_tokens_details !== null ? (u.prompt_tokens_details as Record<string, unknown>) : undefined
+  const tokens = u ? { input: count(u.prompt_tokens), output: count(u.completion_tokens), cachedInput: count(details?.cached_tokens) } : undefined
+  const choice = Array.isArray(choices) ? (choices[0] as { message?: { content?: unknown; refusal?: unknown }; finish_reason?: unknown } | undefined) : undefined
+  const finishReason = typeof choice?.finish_reason === 'string' ? choice.finish_reason : undefined
+  const message = choice?.message
+  const refusal = typeof message?.refusal === 'string' && message.refusal.trim() ? message.refusal : undefined
+  const content = textOf(message?.content)
+  if (refusal !== undefined && !content) return { usage: tokens, finishReason, refusal, error: 'the model refused to answer' }
+  if (content === undefined) return { usage: tokens, finishReason, error: 'the completion has no message content' }
+  return { content, usage: tokens, finishReason }
+}
+
+/** A message's text: the string itself, or the text parts of an array of parts joined. */
+function textOf(content: unknown): string | undefined {
+  if (typeof content === 'string') return content
+  if (!Array.isArray(content)) return undefined
+  const texts = content
+    .filter((p): p is { type: string; text: string } => typeof p === 'object' && p !== null && (p as { type?: unknown }).type === 'text' && typeof (p as { text?: unknown }).text === 'string')
+    .map((p) => p.text)
+  return texts.length ? texts.join('') : undefined
 }

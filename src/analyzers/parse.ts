@@ -3,47 +3,75 @@
 // extraction is lenient and validation is strict: whatever comes out of here satisfies
 // InsightFields. Everything is pure and total: bad input yields parseError or invalid
 // indexes, never an exception.
-import { consistentScore, type InsightFields, normalizeIntent, SENTIMENTS, TOPIC_RULES, URGENCIES } from '../domain.ts'
+import { Value } from 'typebox/value'
+import { consistentScore, type InsightFields, InsightFieldsSchema, normalizeIntent, SENTIMENTS, TOPIC_RULES, URGENCIES } from '../domain.ts'
 
 export interface ParsedAnswer {
   /** valid insights by the index the prompt gave the conversation */
   byIndex: Map<number, InsightFields>
-  /** indexes the answer mentions with an item that fails validation */
+  /** indexes the answer mentions with an item that fails validation, or more than once */
   invalid: number[]
   /** set when no insight list could be found in the answer at all */
   parseError?: string
+  /** what the parser had to correct in the insights it kept, for the model's metrics */
+  adjustments: AnswerAdjustments
+}
+
+export interface AnswerAdjustments {
+  /** intents outside the taxonomy and its synonyms, mapped to `other` */
+  unknownIntent: number
+  /** scores moved into their label's band (or into [-1, 1]) */
+  scoreClamped: number
+  /** answers whose items carried no index and did not match the prompt's count: all re-asked */
+  positionalMismatch: number
 }
 
 const MAX_SUMMARY_CHARS = 1_000
 /** How many start positions we try in prose; bounds the work on a long garbage answer. */
 const MAX_CANDIDATES = 50
 
+const noAdjustments = (): AnswerAdjustments => ({ unknownIntent: 0, scoreClamped: 0, positionalMismatch: 0 })
+
 /**
- * Parses the answer to a prompt of `count` conversations (indexes 0..count-1). Items with
- * an index outside that range are ignored, as is a repeated index after its first valid item.
+ * Parses the answer to a prompt of `count` conversations (indexes 0..count-1). An item
+ * lands on a conversation only when that is certain: its index is in range and no other
+ * item claims it, or, with no index at all, the answer holds exactly `count` items in
+ * order. Anything else is left out (and re-asked by the caller): a dropped item must never
+ * shift every later insight onto the wrong conversation.
  */
 export function parseInsightsAnswer(text: string, count: number): ParsedAnswer {
   const byIndex = new Map<number, InsightFields>()
   const invalid = new Set<number>()
+  const adjustments = noAdjustments()
   const found = extractInsightList(typeof text === 'string' ? text : '')
-  if (!found.ok) return { byIndex, invalid: [], parseError: found.error }
+  if (!found.ok) return { byIndex, invalid: [], parseError: found.error, adjustments }
 
   const list = found.items
-  // A model that forgot the index fields but answered in order is still usable; one that
-  // numbered some items and not others is not guessable.
+  // A model that forgot the index fields but answered in order is usable only when the
+  // count matches exactly; one that numbered some items and not others is not guessable.
   const positional = list.every((raw) => readIndex(raw) === undefined)
+  if (positional && list.length !== count) {
+    adjustments.positionalMismatch++
+    return { byIndex, invalid: [], adjustments }
+  }
+  const claims = new Map<number, number>()
   list.forEach((raw, position) => {
     const index = positional ? position : readIndex(raw)
-    if (index === undefined || index < 0 || index >= count || byIndex.has(index)) return
-    const insight = validateInsight(raw)
-    if (insight) {
-      byIndex.set(index, insight)
-      invalid.delete(index)
-    } else {
-      invalid.add(index)
-    }
+    if (index !== undefined) claims.set(index, (claims.get(index) ?? 0) + 1)
   })
-  return { byIndex, invalid: [...invalid].sort((a, b) => a - b) }
+  list.forEach((raw, position) => {
+    const index = positional ? position : readIndex(raw)
+    if (index === undefined || index < 0 || index >= count) return
+    if (claims.get(index)! > 1) {
+      // two answers for one conversation: either could be the one meant for a neighbour
+      invalid.add(index)
+      return
+    }
+    const insight = validateInsight(raw, adjustments)
+    if (insight) byIndex.set(index, insight)
+    else invalid.add(index)
+  })
+  return { byIndex, invalid: [...invalid].sort((a, b) => a - b), adjustments }
 }
 
 /** The list of raw items in an answer: the {"insights": [...]} wrapper, a bare array, or a single item. */
@@ -243,22 +271,31 @@ function readIndex(raw: unknown): number | undefined {
  * Labels are mapped onto the shared taxonomy (any case or spacing, known synonyms, anything
  * else `other`), and a score that contradicts its label is clamped into the label's band.
  */
-export function validateInsight(raw: unknown): InsightFields | null {
+export function validateInsight(raw: unknown, adjustments?: AnswerAdjustments): InsightFields | null {
   if (!isRecord(raw)) return null
   const sentiment = oneOf(raw.sentiment, SENTIMENTS)
   const urgency = oneOf(raw.urgency, URGENCIES)
   const score = toNumber(raw.sentiment_score)
   const summary = cleanText(raw.summary, MAX_SUMMARY_CHARS)
   if (!sentiment || !urgency || score === undefined || !summary || typeof raw.intent !== 'string' || !raw.intent.trim()) return null
-  return {
+  const consistent = consistentScore(sentiment, score)
+  const intent = normalizeIntent(raw.intent)
+  const insight: InsightFields = {
     sentiment,
-    sentiment_score: consistentScore(sentiment, score).score,
+    sentiment_score: consistent.score,
     topics: cleanTopics(raw.topics),
-    intent: normalizeIntent(raw.intent).intent,
+    intent: intent.intent,
     urgency,
     summary,
     language: cleanLanguage(raw.language)
   }
+  // the last word is the schema's: what leaves here is what the API promises
+  if (!Value.Check(InsightFieldsSchema, insight)) return null
+  if (adjustments) {
+    if (!intent.known) adjustments.unknownIntent++
+    if (consistent.adjusted) adjustments.scoreClamped++
+  }
+  return insight
 }
 
 function oneOf<T extends string>(v: unknown, allowed: readonly T[]): T | undefined {

@@ -22,6 +22,7 @@ export interface InsightFilters {
   topic?: string
   intent?: Intent
   urgency?: Urgency
+  promptVersion?: string
   since?: Date
   until?: Date
 }
@@ -50,6 +51,7 @@ export function insightsRepository(database: Database) {
       f.sentiment !== undefined ? eq(insights.sentiment, f.sentiment) : undefined,
       f.intent !== undefined ? eq(insights.intent, f.intent) : undefined,
       f.urgency !== undefined ? eq(insights.urgency, f.urgency) : undefined,
+      f.promptVersion !== undefined ? eq(insights.promptVersion, f.promptVersion) : undefined,
       f.topic !== undefined ? arrayContains(insights.topics, [f.topic]) : undefined,
       f.since !== undefined ? gte(insights.createdAt, f.since) : undefined,
       f.until !== undefined ? lt(insights.createdAt, f.until) : undefined,

@@ -30,15 +30,17 @@ export interface BatchOutcome {
 export function assembleOutcome(
   plan: CachePlan,
   results: ReadonlyMap<string, ItemResult>,
-  analyzer: Pick<Analyzer, 'model' | 'promptVersion'>
+  analyzer: Pick<Analyzer, 'model' | 'promptVersion' | 'routeOf'>
 ): BatchOutcome {
   const outcome: BatchOutcome = { insights: [], fresh: [], failures: [] }
+  const routeOf = (id: string) => analyzer.routeOf?.(id) ?? analyzer
   const insight = (row: ClaimedConversation, fields: InsightFields, res?: Extract<ItemResult, { ok: true }>): NewInsight => ({
     ...pickInsightFields(fields),
     conversationId: row.id,
     source: row.source,
-    model: analyzer.model,
-    promptVersion: analyzer.promptVersion,
+    // who actually answered (a fallback model, a prompt variant), else the route's
+    model: res?.model ?? routeOf(row.id).model,
+    promptVersion: res?.promptVersion ?? routeOf(row.id).promptVersion,
     cached: !res,
     inputTokens: res?.tokens.input ?? 0,
     outputTokens: res?.tokens.output ?? 0,
@@ -50,7 +52,11 @@ export function assembleOutcome(
     const res = results.get(row.id)
     if (res?.ok) {
       outcome.insights.push(insight(row, res.insight, res))
-      outcome.fresh.push({ key, model: analyzer.model, promptVersion: analyzer.promptVersion, insight: pickInsightFields(res.insight) })
+      const route = routeOf(row.id)
+      // a fallback's answer is not cached under the key of the model it stood in for
+      if ((res.model ?? route.model) === route.model) {
+        outcome.fresh.push({ key, model: route.model, promptVersion: res.promptVersion ?? route.promptVersion, insight: pickInsightFields(res.insight) })
+      }
       byKey.set(key, { fields: res.insight })
     } else {
       const failure = res

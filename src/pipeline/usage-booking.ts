@@ -18,5 +18,10 @@ export interface UsageBookingDeps {
 export async function bookUsage(deps: UsageBookingDeps, spent: BatchResult['usage'] | undefined): Promise<void> {
   if (!deps.analyzer.billable || !spent || spent.calls === 0) return
   deps.budget.add(spent.cost_usd)
-  await deps.usage.add(deps.analyzer.model, { calls: spent.calls, input: spent.input, output: spent.output, costUsd: spent.cost_usd })
+  // spend is booked under the model that made it: a fallback's calls are its own
+  const byModel = spent.byModel ?? { [deps.analyzer.model]: spent }
+  for (const [model, s] of Object.entries(byModel)) {
+    if (s.calls === 0) continue
+    await deps.usage.add(model, { calls: s.calls, input: s.input, output: s.output, costUsd: s.cost_usd })
+  }
 }

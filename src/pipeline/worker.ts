@@ -302,7 +302,11 @@ export class Worker extends EventEmitter {
     const started = performance.now()
     let breakerTold = false
     try {
-      const plan = await planFromCache(this.d.cache, rows, (r) => cacheKey(r.textHash, analyzer.model, analyzer.promptVersion))
+      const routeOf = (id: string) => analyzer.routeOf?.(id) ?? analyzer
+      const plan = await planFromCache(this.d.cache, rows, (r) => {
+        const route = routeOf(r.id)
+        return cacheKey(r.textHash, route.model, route.promptVersion)
+      })
       metrics.cacheRequests.inc({ result: 'hit' }, rows.length - plan.leaders.length)
       metrics.cacheRequests.inc({ result: 'miss' }, plan.leaders.length)
 

@@ -16,7 +16,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
     const w = pipeline.worker.status()
     const limit = pipeline.budget.limit
     // an open circuit is degraded even before the worker next looks (no work waiting)
-    const status = w.stuck ? ('stuck' as const) : w.paused || pipeline.breaker.state !== 'closed' ? ('degraded' as const) : ('ok' as const)
+    const endpoints = pipeline.analyzer.endpoints?.()
+    // serving from a fallback (the primary's own breaker not closed) is degraded too
+    const primaryDown = endpoints !== undefined && endpoints[0]?.state !== 'closed'
+    const status = w.stuck ? ('stuck' as const) : w.paused || pipeline.breaker.state !== 'closed' || primaryDown ? ('degraded' as const) : ('ok' as const)
     return {
       status,
       version,
@@ -28,6 +31,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
       paused_reason: w.paused,
       backlog: w.backlog,
       last_progress_at: w.last_progress_at,
+      ...(endpoints ? { model_endpoints: endpoints } : {}),
       budget:
         limit === undefined
           ? null

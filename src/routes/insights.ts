@@ -24,6 +24,7 @@ export function filtersFrom(q: Static<typeof SummaryQuery>): InsightFilters {
     topic: q.topic?.toLowerCase(),
     intent: q.intent,
     urgency: q.urgency,
+    promptVersion: q.prompt_version,
     since,
     until
   }

@@ -112,7 +112,14 @@ export const InsightsQuery = Type.Object(
   },
   { additionalProperties: false }
 )
-export const SummaryQuery = Type.Object(Filters, { additionalProperties: false })
+export const SummaryQuery = Type.Object(
+  {
+    ...Filters,
+    // compares A/B prompt variants (PROMPT_VARIANTS): the summary of one prompt's insights
+    prompt_version: Type.Optional(Type.String({ minLength: 1, maxLength: 64 }))
+  },
+  { additionalProperties: false }
+)
 
 export const EXPORT_FORMATS = ['csv', 'ndjson'] as const
 export type ExportFormat = (typeof EXPORT_FORMATS)[number]
@@ -161,7 +168,9 @@ export const HealthOut = Type.Object({
   budget: Type.Union([
     Type.Object({ limit_usd: Type.Number(), spent_usd: Type.Number(), remaining_usd: Type.Number(), resets_at: Type.String() }),
     Type.Null()
-  ])
+  ]),
+  /** each model endpoint's own breaker, when MODEL_FALLBACKS (or prompt variants) route between them */
+  model_endpoints: Type.Optional(Type.Array(Type.Object({ name: Type.String(), model: Type.String(), state: lits(CIRCUIT_STATES) })))
 })
 
 /** Ids are UUIDs inside; to clients they are opaque, so a malformed one is simply unknown (404). */

@@ -181,22 +181,44 @@ t.test('language defaults to und and keeps the ISO 639-1 part of a tag', async (
   t.equal(validateInsight(item(0, { language: 'FR' }))?.language, 'fr')
 })
 
-t.test('indexes out of range and repeats are ignored; string indexes are read', async (t) => {
+t.test('indexes out of range are ignored, a repeated index lands nowhere, string indexes are read', async (t) => {
   const r = parseInsightsAnswer(
     wrapped(item(0), item(0, { sentiment: 'positive' }), item(9), item(-1), item('1' as unknown as number)),
     2
   )
-  t.equal(r.byIndex.get(0)?.sentiment, 'negative', 'first valid item for an index wins')
+  t.notOk(r.byIndex.has(0), 'two answers for one conversation: neither is trusted')
+  t.same(r.invalid, [0], 'the repeated index is re-asked')
   t.ok(r.byIndex.has(1))
-  t.equal(r.byIndex.size, 2)
+  t.equal(r.byIndex.size, 1)
 })
 
-t.test('items without any index are taken in order', async (t) => {
+t.test('items without any index are taken in order when their count matches exactly', async (t) => {
   const { index: _a, ...first } = item(0, { sentiment: 'positive' })
   const { index: _b, ...second } = item(1)
   const r = parseInsightsAnswer(JSON.stringify({ insights: [first, second] }), 2)
   t.equal(r.byIndex.get(0)?.sentiment, 'positive')
   t.equal(r.byIndex.get(1)?.sentiment, 'negative')
+  t.equal(r.adjustments.positionalMismatch, 0)
+})
+
+t.test('items without any index and one missing are not matched by position at all', async (t) => {
+  const { index: _a, ...first } = item(0, { sentiment: 'positive' })
+  const { index: _b, ...second } = item(1)
+  const r = parseInsightsAnswer(JSON.stringify({ insights: [first, second] }), 3)
+  t.equal(r.byIndex.size, 0, 'a dropped item would shift every later insight onto the wrong conversation')
+  t.equal(r.adjustments.positionalMismatch, 1)
+  t.notOk(r.parseError, 'the answer parsed; its items are re-asked')
+})
+
+t.test('unknown intents and out-of-band scores are counted as corrections', async (t) => {
+  const r = parseInsightsAnswer(
+    wrapped(item(0, { intent: 'billing inquiry' }), item(1, { intent: 'Refund', sentiment: 'positive', sentiment_score: -0.8 }), item(2)),
+    3
+  )
+  t.equal(r.byIndex.get(0)?.intent, 'other')
+  t.equal(r.byIndex.get(1)?.intent, 'refund_request')
+  t.equal(r.byIndex.get(1)?.sentiment_score, 0.05)
+  t.same(r.adjustments, { unknownIntent: 1, scoreClamped: 1, positionalMismatch: 0 })
 })
 
 t.test('extractJson prefers the insight list over earlier JSON in prose', async (t) => {

@@ -23,6 +23,28 @@ t.test('a billable batch adds its cost to the budget and its tokens to the dayâ€
   t.match(rows, [{ model: 'model-a', calls: 4, inputTokens: 2_000, outputTokens: 400, costUsd: 0.5 }])
 })
 
+t.test('spend split by model (fallbacks) is booked under each model that spent it', async (t) => {
+  const budget = new DailyBudget(10, usage, () => DAY)
+  const split = {
+    calls: 3,
+    input: 300,
+    output: 30,
+    cost_usd: 0.3,
+    byModel: { 'model-p': { calls: 1, input: 100, output: 0, cost_usd: 0 }, 'model-f': { calls: 2, input: 200, output: 30, cost_usd: 0.3 } }
+  }
+  await bookUsage({ analyzer: { billable: true, model: 'model-p' }, budget, usage }, split)
+  t.equal(budget.spentToday(), 0.3)
+  const rows = await usage.report()
+  t.match(
+    rows.find((r) => r.model === 'model-f'),
+    { calls: 2, inputTokens: 200, outputTokens: 30 }
+  )
+  t.match(
+    rows.find((r) => r.model === 'model-p'),
+    { calls: 1, inputTokens: 100 }
+  )
+})
+
 t.test('a free analyzer, a batch without calls or without usage books nothing', async (t) => {
   const budget = new DailyBudget(10, usage, () => DAY)
   await bookUsage({ analyzer: { billable: false, model: 'local' }, budget, usage }, spent)
@@ -30,7 +52,7 @@ t.test('a free analyzer, a batch without calls or without usage books nothing', 
   await bookUsage({ analyzer: { billable: true, model: 'model-b' }, budget, usage }, undefined)
   t.equal(budget.spentToday(), 0)
   t.same(
-    (await usage.report()).filter((r) => r.model !== 'model-a'),
+    (await usage.report()).filter((r) => r.model === 'model-b' || r.model === 'local'),
     []
   )
 })
