@@ -344,7 +344,9 @@ for (const backend of backends()) {
         by_urgency: { low: 0, medium: 0, high: 0 },
         top_topics: [],
         by_day: [],
-        by_source: []
+        by_source: [],
+        previous_total: null,
+        previous_by_sentiment: null
       })
     })
 
