@@ -69,12 +69,19 @@ export function insightsRepository(database: Database) {
       // ms precision (JS Date) so a cursor built from a row compares exactly with it
       const now = new Date()
       return database.transaction(async (tx) => {
+        const ids = items.map((i) => i.conversationId)
+        // A conversation erased while its batch was analysed gets no insight (its foreign key
+        // would fail the whole batch); KEY SHARE keeps the others from being erased until commit.
+        const present = new Set(
+          (await tx.select({ id: conversations.id }).from(conversations).where(inArray(conversations.id, ids)).for('key share')).map((r) => r.id)
+        )
+        const kept = items.filter((i) => present.has(i.conversationId))
+        if (kept.length === 0) return { stored: [] }
         const inserted = await tx
           .insert(insights)
-          .values(items.map((i) => ({ ...i, createdAt: now })))
+          .values(kept.map((i) => ({ ...i, createdAt: now })))
           .onConflictDoNothing()
           .returning({ id: insights.conversationId })
-        const ids = items.map((i) => i.conversationId)
         await tx
           .update(conversations)
           .set({ status: 'analyzed', analyzedAt: now, updatedAt: now, leaseOwner: null, leaseExpiresAt: null, lastError: null })

@@ -225,6 +225,18 @@ for (const backend of backends()) {
       )
     })
 
+    t.test('a conversation erased during its analysis gets no insight, and the rest of the batch is stored', async (t) => {
+      const r = rng(9)
+      const ids = await claimedIds(database, 4, 'w1', 'race')
+      await database.query(sql`DELETE FROM conversations WHERE id = ${ids[1]}`)
+      const { stored } = await repo.storeMany(
+        ids.map((id) => randomInsight(r, id)),
+        'w1'
+      )
+      t.same([...stored].sort(), [ids[0], ids[2], ids[3]].sort())
+      await rollupsMatchInsights(t, database, 'after the race')
+    })
+
     t.test('rollups follow re-analysis and erasure', async (t) => {
       await fixture(60, 3)
       // re-analysis rewrites labels and topics of some insights
