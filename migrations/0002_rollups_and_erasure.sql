@@ -18,6 +18,16 @@ CREATE TABLE "insight_rollups" (
 	CONSTRAINT "insight_rollups_pk" PRIMARY KEY("day","source","sentiment","urgency","intent")
 );
 --> statement-breakpoint
+CREATE TABLE "insight_rollups_narrow" (
+	"day" date NOT NULL,
+	"source" text NOT NULL,
+	"sentiment" text NOT NULL,
+	"urgency" text NOT NULL,
+	"n" bigint NOT NULL,
+	"score_sum" double precision NOT NULL,
+	CONSTRAINT "insight_rollups_narrow_pk" PRIMARY KEY("day","source","sentiment","urgency")
+);
+--> statement-breakpoint
 CREATE TABLE "insight_topic_rollups" (
 	"day" date NOT NULL,
 	"topic" text NOT NULL,
@@ -39,7 +49,8 @@ CREATE TABLE "insight_topic_totals" (
 );
 --> statement-breakpoint
 CREATE INDEX "insight_topic_rollups_topic_day_idx" ON "insight_topic_rollups" USING btree ("topic","day");--> statement-breakpoint
-CREATE INDEX "conversations_metadata_gin" ON "conversations" USING gin ("metadata" jsonb_path_ops);--> statement-breakpoint
+CREATE INDEX "conversations_metadata_gin" ON "conversations" USING gin ("metadata" jsonb_path_ops);
+--> statement-breakpoint
 -- Rollups are kept by statement-level triggers on insights rather than by the worker's code:
 -- every path that writes insights (storing, a future re-analysis, erasure, the FK cascade
 -- from conversations, an operator's SQL) then keeps them exact, in the same transaction.
@@ -52,6 +63,10 @@ CREATE FUNCTION "insight_rollups_apply"(d insight_rollup_delta[]) RETURNS void L
   SELECT (x.created_at AT TIME ZONE 'UTC')::date, x.source, x.sentiment, x.urgency, x.intent, sum(x.sign), sum(x.sign * x.score)
   FROM unnest(d) AS x GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
   ON CONFLICT (day, source, sentiment, urgency, intent) DO UPDATE SET n = r.n + excluded.n, score_sum = r.score_sum + excluded.score_sum;
+  INSERT INTO insight_rollups_narrow AS r (day, source, sentiment, urgency, n, score_sum)
+  SELECT (x.created_at AT TIME ZONE 'UTC')::date, x.source, x.sentiment, x.urgency, sum(x.sign), sum(x.sign * x.score)
+  FROM unnest(d) AS x GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+  ON CONFLICT (day, source, sentiment, urgency) DO UPDATE SET n = r.n + excluded.n, score_sum = r.score_sum + excluded.score_sum;
   INSERT INTO insight_topic_rollups AS r (day, topic, source, sentiment, urgency, intent, n, score_sum)
   SELECT (x.created_at AT TIME ZONE 'UTC')::date, t.topic, x.source, x.sentiment, x.urgency, x.intent, sum(x.sign), sum(x.sign * x.score)
   FROM unnest(d) AS x, LATERAL (SELECT DISTINCT topic FROM unnest(x.topics) AS topic) AS t
@@ -90,7 +105,7 @@ END $$;
 -- TRUNCATE fires no row deltas: the rollups of an emptied table are empty
 CREATE FUNCTION "insights_rollup_on_truncate"() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  TRUNCATE insight_rollups, insight_topic_rollups, insight_topic_totals;
+  TRUNCATE insight_rollups, insight_rollups_narrow, insight_topic_rollups, insight_topic_totals;
   RETURN NULL;
 END $$;
 --> statement-breakpoint
@@ -109,6 +124,9 @@ CREATE TRIGGER "insights_rollup_truncate" AFTER TRUNCATE ON "insights" FOR EACH 
 INSERT INTO insight_rollups (day, source, sentiment, urgency, intent, n, score_sum)
 SELECT (created_at AT TIME ZONE 'UTC')::date, source, sentiment, urgency, intent, count(*), sum(sentiment_score::float8)
 FROM insights GROUP BY 1, 2, 3, 4, 5;
+--> statement-breakpoint
+INSERT INTO insight_rollups_narrow (day, source, sentiment, urgency, n, score_sum)
+SELECT day, source, sentiment, urgency, sum(n), sum(score_sum) FROM insight_rollups GROUP BY 1, 2, 3, 4;
 --> statement-breakpoint
 INSERT INTO insight_topic_rollups (day, topic, source, sentiment, urgency, intent, n, score_sum)
 SELECT (i.created_at AT TIME ZONE 'UTC')::date, t.topic, i.source, i.sentiment, i.urgency, i.intent, count(*), sum(i.sentiment_score::float8)

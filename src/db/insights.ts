@@ -242,14 +242,15 @@ const utcDay = sql`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`
 
 /**
  * Rows of (day, source, sentiment, urgency, n, score_sum) whose sums are the filtered counts
- * over the range: from insight_rollups, or insight_topic_rollups under a topic filter (an
+ * over the range: from the narrowest rollup that has the filtered columns (intent only in
+ * insight_rollups), or insight_topic_rollups under a topic filter (an
  * insight counts once per topic, so one topic's rows count each of its insights once).
  */
 function countRows(f: InsightFilters, range: Range): SQL {
   const { days, scans } = splitByDays(range)
   const parts: SQL[] = []
   if (days) {
-    const table = f.topic !== undefined ? sql`insight_topic_rollups` : sql`insight_rollups`
+    const table = f.topic !== undefined ? sql`insight_topic_rollups` : f.intent !== undefined ? sql`insight_rollups` : sql`insight_rollups_narrow`
     const where = [...dimensionFilters(f, insightColumns), ...dayRange(sql`day`, days), ...(f.topic !== undefined ? [sql`topic = ${f.topic}`] : [])]
     parts.push(sql`SELECT to_char(day, 'YYYY-MM-DD') AS day, source, sentiment, urgency, n, score_sum FROM ${table} WHERE ${conj(where)}`)
   }

@@ -123,6 +123,8 @@ export const insights = pgTable(
  * whatever writes (any worker on any instance, an erasure, a cascade) and whoever commits
  * first. A summary reads a few thousand of these rows instead of scanning insights.
  *  - insight_rollups: every filter but topic (source × sentiment × urgency × intent);
+ *  - insight_rollups_narrow: the same without intent, ten times fewer rows, for the
+ *    summaries that filter on no intent (the console's overview, an unfiltered summary);
  *  - insight_topic_rollups: the same per topic, for a topic filter and for top topics
  *    under a sentiment, urgency or intent filter;
  *  - insight_topic_totals: topics per source only, the narrow table top topics read when
@@ -141,6 +143,19 @@ export const insightRollups = pgTable(
     scoreSum: doublePrecision('score_sum').notNull()
   },
   (t) => [primaryKey({ name: 'insight_rollups_pk', columns: [t.day, t.source, t.sentiment, t.urgency, t.intent] })]
+)
+
+export const insightRollupsNarrow = pgTable(
+  'insight_rollups_narrow',
+  {
+    day: date('day', { mode: 'string' }).notNull(),
+    source: text('source').notNull(),
+    sentiment: text('sentiment').$type<Sentiment>().notNull(),
+    urgency: text('urgency').$type<Urgency>().notNull(),
+    n: bigint('n', { mode: 'number' }).notNull(),
+    scoreSum: doublePrecision('score_sum').notNull()
+  },
+  (t) => [primaryKey({ name: 'insight_rollups_narrow_pk', columns: [t.day, t.source, t.sentiment, t.urgency] })]
 )
 
 export const insightTopicRollups = pgTable(

@@ -89,6 +89,15 @@ async function rollupsMatchInsights(t: Test, database: Database, what: string) {
   )
   t.equal(
     await diff(
+      'insight_rollups_narrow',
+      `SELECT ${day} AS day, source, sentiment, urgency, count(*)::bigint AS n, round(sum(sentiment_score::float8)::numeric, 6) AS s FROM insights GROUP BY 1, 2, 3, 4`,
+      'day, source, sentiment, urgency, n, round(score_sum::numeric, 6)'
+    ),
+    0,
+    `${what}: insight_rollups_narrow equal the insights`
+  )
+  t.equal(
+    await diff(
       'insight_topic_rollups',
       `SELECT ${day} AS day, t.topic, source, sentiment, urgency, intent, count(*)::bigint AS n FROM ${topicsOf} GROUP BY 1, 2, 3, 4, 5, 6`,
       'day, topic, source, sentiment, urgency, intent, n'
@@ -287,7 +296,7 @@ t.test('migration 0002 backfills the rollups from insights stored before it', as
     t.teardown(() => database.close())
     // the database as 0001 left it: no rollups, no triggers
     for (const statement of [
-      'DROP TABLE insight_rollups, insight_topic_rollups, insight_topic_totals, erasures',
+      'DROP TABLE insight_rollups, insight_rollups_narrow, insight_topic_rollups, insight_topic_totals, erasures',
       'DROP TRIGGER insights_rollup_insert ON insights',
       'DROP TRIGGER insights_rollup_delete ON insights',
       'DROP TRIGGER insights_rollup_update ON insights',
