@@ -200,23 +200,44 @@ const midnightOnOrBefore = (d: Date) => new Date(Math.floor(d.getTime() / DAY_MS
 const isMidnight = (d: Date) => d.getTime() % DAY_MS === 0
 const dayOf = (d: Date) => d.toISOString().slice(0, 10)
 
+/** A stretch of time counted from insights, added to (sign 1) or taken from (-1) the rollups' days. */
+interface Scan {
+  since: Date
+  until: Date
+  sign: 1 | -1
+}
+
 /**
  * A range cut into what the rollups answer (whole UTC days) and what is counted from
  * insights: the partial day at either edge, or the whole range when it lies inside one day.
+ * An edge that covers most of its day is read as the whole day minus the rest of it, so no
+ * edge scans more than half a day of insights.
  */
-function splitByDays(range: Range): { days?: { from?: string; to?: string }; scans: { since: Date; until: Date }[] } {
+function splitByDays(range: Range): { days?: { from?: string; to?: string }; scans: Scan[] } {
   let { since, until } = range
-  const scans: { since: Date; until: Date }[] = []
+  const scans: Scan[] = []
   if (since && !isMidnight(since)) {
-    const next = new Date(midnightOnOrBefore(since).getTime() + DAY_MS)
-    if (until && until <= next) return { scans: since < until ? [{ since, until }] : [] }
-    scans.push({ since, until: next })
-    since = next
+    const start = midnightOnOrBefore(since)
+    const next = new Date(start.getTime() + DAY_MS)
+    if (until && until <= next) return { scans: since < until ? [{ since, until, sign: 1 }] : [] }
+    if (next.getTime() - since.getTime() > DAY_MS / 2) {
+      scans.push({ since: start, until: since, sign: -1 })
+      since = start
+    } else {
+      scans.push({ since, until: next, sign: 1 })
+      since = next
+    }
   }
   if (until && !isMidnight(until)) {
     const start = midnightOnOrBefore(until)
-    scans.push({ since: start, until })
-    until = start
+    const next = new Date(start.getTime() + DAY_MS)
+    if (until.getTime() - start.getTime() > DAY_MS / 2) {
+      scans.push({ since: until, until: next, sign: -1 })
+      until = next
+    } else {
+      scans.push({ since: start, until, sign: 1 })
+      until = start
+    }
   }
   if (since && until && since >= until) return { scans }
   return { days: { from: since && dayOf(since), to: until && dayOf(until) }, scans }
@@ -261,7 +282,7 @@ function countRows(f: InsightFilters, range: Range): SQL {
       sql`created_at < ${s.until}`,
       ...(f.topic !== undefined ? [sql`topics @> ARRAY[${f.topic}]::text[]`] : [])
     ]
-    parts.push(sql`SELECT ${utcDay} AS day, source, sentiment, urgency, count(*) AS n, sum(sentiment_score::float8) AS score_sum
+    parts.push(sql`SELECT ${utcDay} AS day, source, sentiment, urgency, count(*) * ${s.sign}::int AS n, sum(sentiment_score::float8) * ${s.sign}::int AS score_sum
       FROM insights WHERE ${conj(where)} GROUP BY 1, 2, 3, 4`)
   }
   // an empty range still yields a well-typed empty row set
@@ -283,7 +304,7 @@ function topicRows(f: InsightFilters, range: Range, period: number): SQL {
   }
   for (const s of scans) {
     const where = [...dimensionFilters(f, { source: sql`i.source`, sentiment: sql`i.sentiment`, urgency: sql`i.urgency`, intent: sql`i.intent` }), sql`i.created_at >= ${s.since}`, sql`i.created_at < ${s.until}`]
-    parts.push(sql`SELECT t.topic, count(*) AS n, ${period}::int AS p
+    parts.push(sql`SELECT t.topic, count(*) * ${s.sign}::int AS n, ${period}::int AS p
       FROM insights AS i, LATERAL (SELECT DISTINCT topic FROM unnest(i.topics) AS topic) AS t
       WHERE ${conj(where)}${f.topic !== undefined ? sql` AND t.topic = ${f.topic}` : sql``} GROUP BY 1`)
   }

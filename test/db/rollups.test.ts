@@ -192,6 +192,7 @@ for (const backend of backends()) {
         ['everything', {}],
         ['whole days', { since: at(BASE + DAY), until: at(BASE + 3 * DAY) }],
         ['odd edges', { since: at(BASE + DAY + 5_000_123), until: at(BASE + 3 * DAY + 40_000_000) }],
+        ['late since, late until (an edge read as its day minus the rest)', { since: at(BASE + DAY + 70_000_000), until: at(BASE + 3 * DAY + 80_000_000) }],
         ['inside one day', { since: at(BASE + 2 * DAY + 1_000), until: at(BASE + 2 * DAY + 50_000_000) }],
         ['open end, odd since', { since: at(BASE + 2 * DAY + 3_600_000) }],
         ['open end, midnight since', { since: at(BASE + 3 * DAY) }],
