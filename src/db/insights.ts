@@ -192,8 +192,13 @@ interface Range {
 
 /** The period of the same length just before [since, end). */
 function previousPeriod(since: Date, end: Date): Range {
-  return { since: new Date(since.getTime() - Math.max(0, end.getTime() - since.getTime())), until: since }
+  // never before year 1: no insight is older, and a day PostgreSQL cannot parse would be a 500
+  const start = Math.max(EARLIEST_MS, since.getTime() - Math.max(0, end.getTime() - since.getTime()))
+  return { since: new Date(start), until: since }
 }
+
+const EARLIEST_MS = Date.parse('0001-01-01T00:00:00Z')
+const LATEST_MS = Date.parse('9999-12-31T00:00:00Z')
 
 const DAY_MS = 86_400_000
 const midnightOnOrBefore = (d: Date) => new Date(Math.floor(d.getTime() / DAY_MS) * DAY_MS)
@@ -214,7 +219,11 @@ interface Scan {
  * edge scans more than half a day of insights.
  */
 function splitByDays(range: Range): { days?: { from?: string; to?: string }; scans: Scan[] } {
-  let { since, until } = range
+  // kept inside the years a day literal can name (a filter may say 9999-12-31T23:59:59Z); insights
+  // carry the time they were stored, so none lies outside
+  const clamp = (d?: Date) => d && new Date(Math.min(LATEST_MS, Math.max(EARLIEST_MS, d.getTime())))
+  let since = clamp(range.since)
+  let until = clamp(range.until)
   const scans: Scan[] = []
   if (since && !isMidnight(since)) {
     const start = midnightOnOrBefore(since)

@@ -326,3 +326,20 @@ t.test('migration 0002 backfills the rollups from insights stored before it', as
     await rollupsMatchInsights(t, database, `${backend}: stored after the migration`)
   }
 })
+
+t.test('a since near year 1 compares with a previous period that starts at year 1, not before', async (t) => {
+  const database = await openDatabase(testConfig(await backendEnv(t, 'pglite')), pino({ level: 'silent' }))
+  t.teardown(() => database.close())
+  const s = await insightsRepository(database).summary({ since: new Date('0001-06-01T00:00:00Z') }, new Date('2026-01-01T00:00:00Z'))
+  t.equal(s.total, 0)
+  t.equal(s.previous_total, 0)
+})
+
+t.test('a range ending at the last representable second is answered, not a 500', async (t) => {
+  const database = await openDatabase(testConfig(await backendEnv(t, 'pglite')), pino({ level: 'silent' }))
+  t.teardown(() => database.close())
+  const repo = insightsRepository(database)
+  for (const f of [{ since: new Date('9999-12-31T23:59:59Z') }, { until: new Date('9999-12-31T23:59:59Z') }]) {
+    t.equal((await repo.summary(f)).total, 0, JSON.stringify(f))
+  }
+})
