@@ -22,6 +22,7 @@ import securityPlugin from './plugins/security.ts'
 import adminRoutes from './routes/admin.ts'
 import consoleRoutes from './routes/console.ts'
 import conversationsRoutes from './routes/conversations.ts'
+import erasureRoutes from './routes/erasure.ts'
 import exportRoutes from './routes/export.ts'
 import healthRoutes from './routes/health.ts'
 import insightsRoutes from './routes/insights.ts'
@@ -115,6 +116,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(taxonomyRoutes)
   await app.register(streamRoutes, { config })
   await app.register(adminRoutes)
+  await app.register(erasureRoutes)
   await app.register(keysRoutes)
   await app.register(consoleRoutes)
 

@@ -71,12 +71,19 @@ export function insightsRepository(database: Database) {
       // ms precision (JS Date) so a cursor built from a row compares exactly with it
       const now = new Date()
       return database.transaction(async (tx) => {
+        const ids = items.map((i) => i.conversationId)
+        // A conversation erased while its batch was analysed gets no insight (its foreign key
+        // would fail the whole batch); KEY SHARE keeps the others from being erased until commit.
+        const present = new Set(
+          (await tx.select({ id: conversations.id }).from(conversations).where(inArray(conversations.id, ids)).for('key share')).map((r) => r.id)
+        )
+        const kept = items.filter((i) => present.has(i.conversationId))
+        if (kept.length === 0) return { stored: [] }
         const inserted = await tx
           .insert(insights)
-          .values(items.map((i) => ({ ...i, createdAt: now })))
+          .values(kept.map((i) => ({ ...i, createdAt: now })))
           .onConflictDoNothing()
           .returning({ id: insights.conversationId })
-        const ids = items.map((i) => i.conversationId)
         await tx
           .update(conversations)
           .set({ status: 'analyzed', analyzedAt: now, updatedAt: now, leaseOwner: null, leaseExpiresAt: null, lastError: null })
@@ -114,59 +121,229 @@ export function insightsRepository(database: Database) {
     },
 
     /**
-     * Counts over the filtered insights. With `since`, each top topic also carries its count
-     * in the period of the same length just before (`until`, or `now`, back to `since`), so
-     * an analyst sees what is rising; without `since` there is no period to compare with.
+     * Counts over the filtered insights, read from the rollups (see schema.ts): whole UTC
+     * days of the range come from them, and only the partial days at its edges (a `since`
+     * or `until` that is not a UTC midnight) are counted from insights, at most a day on
+     * each side through the created_at index. With `since`, each top topic and the
+     * sentiments also carry their counts in the period of the same length just before
+     * (`until`, or `now`, back to `since`), so an analyst sees what is rising.
+     * Under a topic filter the rollups know no co-occurring topics: top topics then hold
+     * that topic alone.
      */
     async summary(filters: InsightFilters, now: Date = new Date()) {
-      const w = where(filters)
-      const whereSql = w ? sql`WHERE ${w}` : sql``
       const q = <T>(s: SQL) => database.query<T>(s)
-      const avgScore = sql`avg(${insights.sentiment_score})::float8`
-      const topicsQuery = () => {
-        if (!filters.since) {
-          return sql`SELECT t AS topic, count(*)::int AS n, NULL::int AS prev FROM ${insights}, unnest(${insights.topics}) AS t ${whereSql}
-              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_TOPICS}`
-        }
-        const since = filters.since
-        const end = filters.until ?? now
-        const previousSince = new Date(since.getTime() - Math.max(0, end.getTime() - since.getTime()))
-        // one scan over both periods; the current period's order decides the top topics
-        const current = sql`${insights.createdAt} >= ${since}`
-        return sql`SELECT t AS topic, (count(*) FILTER (WHERE ${current}))::int AS n, (count(*) FILTER (WHERE NOT (${current})))::int AS prev
-              FROM ${insights}, unnest(${insights.topics}) AS t WHERE ${where({ ...filters, since: previousSince })!}
-              GROUP BY 1 HAVING count(*) FILTER (WHERE ${current}) > 0 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_TOPICS}`
-      }
-      const [totals, sentiments, urgencies, topics, days, sources] = await Promise.all([
-        q<{ n: number }>(sql`SELECT count(*)::int AS n FROM ${insights} ${whereSql}`),
-        q<{ k: string; n: number }>(sql`SELECT sentiment AS k, count(*)::int AS n FROM ${insights} ${whereSql} GROUP BY 1`),
-        q<{ k: string; n: number }>(sql`SELECT urgency AS k, count(*)::int AS n FROM ${insights} ${whereSql} GROUP BY 1`),
-        q<{ topic: string; n: number; prev: number | null }>(topicsQuery()),
-        q<{ day: string; n: number; avg: number | string | null }>(
-          sql`SELECT to_char(${insights.createdAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)::int AS n, ${avgScore} AS avg
-              FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 1`
-        ),
-        q<{ source: string; n: number; avg: number | string | null }>(
-          sql`SELECT ${insights.source} AS source, count(*)::int AS n, ${avgScore} AS avg
-              FROM ${insights} ${whereSql} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_SOURCES}`
-        )
+      const current: Range = { since: filters.since, until: filters.until }
+      const previous: Range | undefined = filters.since && previousPeriod(filters.since, filters.until ?? now)
+      const [main, prevSentiments, topics] = await Promise.all([
+        q<{ day: string | null; source: string | null; sentiment: string | null; urgency: string | null; n: number | string; s: number | string; g: number }>(sql`
+          SELECT day, source, sentiment, urgency, sum(n)::float8 AS n, sum(score_sum)::float8 AS s, GROUPING(day, source, sentiment, urgency)::int AS g
+          FROM (${countRows(filters, current)}) AS u
+          GROUP BY GROUPING SETS ((), (day), (source), (sentiment), (urgency))`),
+        previous
+          ? q<{ sentiment: string | null; n: number | string }>(sql`
+              SELECT sentiment, sum(n)::float8 AS n FROM (${countRows(filters, previous)}) AS u GROUP BY GROUPING SETS ((), (sentiment))`)
+          : Promise.resolve(null),
+        q<{ topic: string; n: number | string; prev: number | string | null }>(sql`
+          SELECT topic, sum(n) FILTER (WHERE p = 0)::float8 AS n, ${previous ? sql`coalesce(sum(n) FILTER (WHERE p = 1), 0)::float8` : sql`NULL::float8`} AS prev
+          FROM (${topicRows(filters, current, 0)}${previous ? sql` UNION ALL ${topicRows(filters, previous, 1)}` : sql``}) AS u
+          GROUP BY topic HAVING sum(n) FILTER (WHERE p = 0) > 0 ORDER BY 2 DESC, 1 LIMIT ${SUMMARY_TOP_TOPICS}`)
       ])
-      // every label of the domain, zero where no insight has it
-      const tally = <K extends string>(rows: { k: string; n: number }[], keys: readonly K[]) => {
+      // GROUPING() has a bit set for each column a row is not grouped by: day 8, source 4, sentiment 2, urgency 1
+      const of = (g: number) => main.filter((r) => r.g === g && Number(r.n) > 0)
+      const tally = <K extends string>(rows: { k: string | null; n: number | string }[], keys: readonly K[]) => {
         const out = Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>
-        for (const r of rows) if ((keys as readonly string[]).includes(r.k)) out[r.k as K] = Number(r.n)
+        for (const r of rows) if (r.k !== null && (keys as readonly string[]).includes(r.k)) out[r.k as K] = Number(r.n)
         return out
       }
+      const avg = (r: { n: number | string; s: number | string }) => roundScore(Number(r.s) / Number(r.n))
       return {
-        total: Number(totals[0]?.n ?? 0),
-        by_sentiment: tally(sentiments, SENTIMENTS),
-        by_urgency: tally(urgencies, URGENCIES),
+        total: Number(of(15)[0]?.n ?? 0),
+        by_sentiment: tally(
+          of(13).map((r) => ({ k: r.sentiment, n: r.n })),
+          SENTIMENTS
+        ),
+        by_urgency: tally(
+          of(14).map((r) => ({ k: r.urgency, n: r.n })),
+          URGENCIES
+        ),
         top_topics: topics.map((t) => ({ topic: t.topic, count: Number(t.n), previous_count: t.prev === null ? null : Number(t.prev) })),
-        by_day: days.map((d) => ({ day: d.day, count: Number(d.n), avg_sentiment: roundScore(d.avg) })),
-        by_source: sources.map((r) => ({ source: r.source, count: Number(r.n), avg_sentiment: roundScore(r.avg) }))
+        by_day: of(7)
+          .map((r) => ({ day: r.day!, count: Number(r.n), avg_sentiment: avg(r) }))
+          .sort((a, b) => a.day.localeCompare(b.day)),
+        by_source: of(11)
+          .map((r) => ({ source: r.source!, count: Number(r.n), avg_sentiment: avg(r) }))
+          .sort((a, b) => b.count - a.count || (a.source < b.source ? -1 : a.source > b.source ? 1 : 0))
+          .slice(0, SUMMARY_TOP_SOURCES),
+        previous_total: prevSentiments ? Number(prevSentiments.find((r) => r.sentiment === null)?.n ?? 0) : null,
+        previous_by_sentiment: prevSentiments
+          ? tally(
+              prevSentiments.map((r) => ({ k: r.sentiment, n: r.n })),
+              SENTIMENTS
+            )
+          : null
       }
     }
   }
+}
+
+/** A half-open time range; an absent end is unbounded. */
+interface Range {
+  since?: Date
+  until?: Date
+}
+
+/** The period of the same length just before [since, end). */
+function previousPeriod(since: Date, end: Date): Range {
+  // never before year 1: no insight is older, and a day PostgreSQL cannot parse would be a 500
+  const start = Math.max(EARLIEST_MS, since.getTime() - Math.max(0, end.getTime() - since.getTime()))
+  return { since: new Date(start), until: since }
+}
+
+const EARLIEST_MS = Date.parse('0001-01-01T00:00:00Z')
+const LATEST_MS = Date.parse('9999-12-31T00:00:00Z')
+
+const DAY_MS = 86_400_000
+const midnightOnOrBefore = (d: Date) => new Date(Math.floor(d.getTime() / DAY_MS) * DAY_MS)
+const isMidnight = (d: Date) => d.getTime() % DAY_MS === 0
+const dayOf = (d: Date) => d.toISOString().slice(0, 10)
+
+/** A stretch of time counted from insights, added to (sign 1) or taken from (-1) the rollups' days. */
+interface Scan {
+  since: Date
+  until: Date
+  sign: 1 | -1
+}
+
+/**
+ * A range cut into what the rollups answer (whole UTC days) and what is counted from
+ * insights: the partial day at either edge, or the whole range when it lies inside one day.
+ * An edge that covers most of its day is read as the whole day minus the rest of it, so no
+ * edge scans more than half a day of insights.
+ */
+function splitByDays(range: Range): { days?: { from?: string; to?: string }; scans: Scan[] } {
+  // kept inside the years a day literal can name (a filter may say 9999-12-31T23:59:59Z); insights
+  // carry the time they were stored, so none lies outside
+  const clamp = (d?: Date) => d && new Date(Math.min(LATEST_MS, Math.max(EARLIEST_MS, d.getTime())))
+  let since = clamp(range.since)
+  let until = clamp(range.until)
+  const scans: Scan[] = []
+  if (since && !isMidnight(since)) {
+    const start = midnightOnOrBefore(since)
+    const next = new Date(start.getTime() + DAY_MS)
+    if (until && until <= next) return { scans: since < until ? [{ since, until, sign: 1 }] : [] }
+    if (next.getTime() - since.getTime() > DAY_MS / 2) {
+      scans.push({ since: start, until: since, sign: -1 })
+      since = start
+    } else {
+      scans.push({ since, until: next, sign: 1 })
+      since = next
+    }
+  }
+  if (until && !isMidnight(until)) {
+    const start = midnightOnOrBefore(until)
+    const next = new Date(start.getTime() + DAY_MS)
+    if (until.getTime() - start.getTime() > DAY_MS / 2) {
+      scans.push({ since: until, until: next, sign: -1 })
+      until = next
+    } else {
+      scans.push({ since: start, until, sign: 1 })
+      until = start
+    }
+  }
+  if (since && until && since >= until) return { scans }
+  return { days: { from: since && dayOf(since), to: until && dayOf(until) }, scans }
+}
+
+/**
+ * How a range is read under these filters: the rollups keep no prompt version, so a
+ * `prompt_version` summary (an A/B comparison, usually over recent days) is counted from the
+ * insights themselves over the whole range; everything else is split by days.
+ */
+function plan(f: InsightFilters, range: Range): ReturnType<typeof splitByDays> {
+  if (f.promptVersion === undefined) return splitByDays(range)
+  const since = new Date(Math.max(EARLIEST_MS, range.since?.getTime() ?? EARLIEST_MS))
+  // the last millisecond of year 9999: a later Date prints as "+010000-…", which PostgreSQL rejects
+  const end = LATEST_MS + DAY_MS - 1
+  const until = new Date(Math.min(end, range.until?.getTime() ?? end))
+  return { scans: since < until ? [{ since, until, sign: 1 }] : [] }
+}
+
+/** Filters only the insights have: applied to the scans, never to the rollups (see plan). */
+const insightOnlyFilters = (f: InsightFilters, promptVersion: SQL): SQL[] => (f.promptVersion !== undefined ? [sql`${promptVersion} = ${f.promptVersion}`] : [])
+
+/** Equality filters on rollup or insight columns of the same names. */
+function dimensionFilters(f: InsightFilters, dims: { source: SQL; sentiment: SQL; urgency: SQL; intent: SQL }): SQL[] {
+  return [
+    f.source !== undefined ? sql`${dims.source} = ${f.source}` : undefined,
+    f.sentiment !== undefined ? sql`${dims.sentiment} = ${f.sentiment}` : undefined,
+    f.urgency !== undefined ? sql`${dims.urgency} = ${f.urgency}` : undefined,
+    f.intent !== undefined ? sql`${dims.intent} = ${f.intent}` : undefined
+  ].filter((x): x is SQL => x !== undefined)
+}
+
+const conj = (parts: SQL[]) => (parts.length ? sql.join(parts, sql` AND `) : sql`true`)
+const dayRange = (column: SQL, days: { from?: string; to?: string }) =>
+  [days.from ? sql`${column} >= ${days.from}::date` : undefined, days.to ? sql`${column} < ${days.to}::date` : undefined].filter(
+    (x): x is SQL => x !== undefined
+  )
+const insightColumns = { source: sql`source`, sentiment: sql`sentiment`, urgency: sql`urgency`, intent: sql`intent` }
+const utcDay = sql`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`
+
+/**
+ * Rows of (day, source, sentiment, urgency, n, score_sum) whose sums are the filtered counts
+ * over the range: from the narrowest rollup that has the filtered columns (intent only in
+ * insight_rollups), or insight_topic_rollups under a topic filter (an
+ * insight counts once per topic, so one topic's rows count each of its insights once).
+ */
+function countRows(f: InsightFilters, range: Range): SQL {
+  const { days, scans } = plan(f, range)
+  const parts: SQL[] = []
+  if (days) {
+    const table = f.topic !== undefined ? sql`insight_topic_rollups` : f.intent !== undefined ? sql`insight_rollups` : sql`insight_rollups_narrow`
+    const where = [...dimensionFilters(f, insightColumns), ...dayRange(sql`day`, days), ...(f.topic !== undefined ? [sql`topic = ${f.topic}`] : [])]
+    parts.push(sql`SELECT to_char(day, 'YYYY-MM-DD') AS day, source, sentiment, urgency, n, score_sum FROM ${table} WHERE ${conj(where)}`)
+  }
+  for (const s of scans) {
+    const where = [
+      ...dimensionFilters(f, insightColumns),
+      ...insightOnlyFilters(f, sql`prompt_version`),
+      sql`created_at >= ${s.since}`,
+      sql`created_at < ${s.until}`,
+      ...(f.topic !== undefined ? [sql`topics @> ARRAY[${f.topic}]::text[]`] : [])
+    ]
+    parts.push(sql`SELECT ${utcDay} AS day, source, sentiment, urgency, count(*) * ${s.sign}::int AS n, sum(sentiment_score::float8) * ${s.sign}::int AS score_sum
+      FROM insights WHERE ${conj(where)} GROUP BY 1, 2, 3, 4`)
+  }
+  // an empty range still yields a well-typed empty row set
+  if (parts.length === 0) parts.push(sql`SELECT NULL::text AS day, NULL::text AS source, NULL::text AS sentiment, NULL::text AS urgency, 0::bigint AS n, 0::float8 AS score_sum WHERE false`)
+  return sql.join(parts, sql` UNION ALL `)
+}
+
+/**
+ * Rows of (topic, n, p) over the range, p tagging the period: from the narrow
+ * insight_topic_totals when at most a source filters, else from insight_topic_rollups.
+ */
+function topicRows(f: InsightFilters, range: Range, period: number): SQL {
+  const { days, scans } = plan(f, range)
+  const narrow = f.topic === undefined && f.sentiment === undefined && f.urgency === undefined && f.intent === undefined
+  const parts: SQL[] = []
+  if (days) {
+    const where = [...dimensionFilters(f, insightColumns), ...dayRange(sql`day`, days), ...(f.topic !== undefined ? [sql`topic = ${f.topic}`] : [])]
+    parts.push(sql`SELECT topic, n, ${period}::int AS p FROM ${narrow ? sql`insight_topic_totals` : sql`insight_topic_rollups`} WHERE ${conj(where)}`)
+  }
+  for (const s of scans) {
+    const where = [
+      ...dimensionFilters(f, { source: sql`i.source`, sentiment: sql`i.sentiment`, urgency: sql`i.urgency`, intent: sql`i.intent` }),
+      ...insightOnlyFilters(f, sql`i.prompt_version`),
+      sql`i.created_at >= ${s.since}`,
+      sql`i.created_at < ${s.until}`
+    ]
+    parts.push(sql`SELECT t.topic, count(*) * ${s.sign}::int AS n, ${period}::int AS p
+      FROM insights AS i, LATERAL (SELECT DISTINCT topic FROM unnest(i.topics) AS topic) AS t
+      WHERE ${conj(where)}${f.topic !== undefined ? sql` AND t.topic = ${f.topic}` : sql``} GROUP BY 1`)
+  }
+  if (parts.length === 0) parts.push(sql`SELECT NULL::text AS topic, 0::bigint AS n, ${period}::int AS p WHERE false`)
+  return sql.join(parts, sql` UNION ALL `)
 }
 
 export type InsightsRepository = ReturnType<typeof insightsRepository>

@@ -70,6 +70,8 @@ export const conversations = pgTable(
     index('conversations_processing_lease_idx').on(t.leaseExpiresAt).where(sql.raw(`status = ${statusLiteral('processing')}`)),
     // dead letters, newest failure first
     index('conversations_failed_idx').on(t.updatedAt, t.id).where(sql.raw(`status = ${statusLiteral('failed')}`)),
+    // erasure by a metadata key (a customer id): containment (@>) only, so the smaller jsonb_path_ops
+    index('conversations_metadata_gin').using('gin', t.metadata.op('jsonb_path_ops')),
     // the CHECK is written out from the domain list; a new status needs a migration (db:generate shows the diff)
     check('conversations_status_ck', sql.raw(`status in (${CONVERSATION_STATUSES.map((s) => `'${s}'`).join(', ')})`))
   ]
@@ -114,6 +116,90 @@ export const insights = pgTable(
     index('insights_topics_gin').using('gin', t.topics)
   ]
 )
+
+/*
+ * Rollups: insight counts per UTC day, kept by statement triggers on insights (migration
+ * 0002) in the transaction that stores, re-analyses or erases an insight, so they are exact
+ * whatever writes (any worker on any instance, an erasure, a cascade) and whoever commits
+ * first. A summary reads a few thousand of these rows instead of scanning insights.
+ *  - insight_rollups: every filter but topic (source × sentiment × urgency × intent);
+ *  - insight_rollups_narrow: the same without intent, ten times fewer rows, for the
+ *    summaries that filter on no intent (the console's overview, an unfiltered summary);
+ *  - insight_topic_rollups: the same per topic, for a topic filter and for top topics
+ *    under a sentiment, urgency or intent filter;
+ *  - insight_topic_totals: topics per source only, the narrow table top topics read when
+ *    nothing else filters (the console's overview).
+ * Rows whose count fell to zero (erasure) stay: reads skip them, and they are few.
+ */
+export const insightRollups = pgTable(
+  'insight_rollups',
+  {
+    day: date('day', { mode: 'string' }).notNull(),
+    source: text('source').notNull(),
+    sentiment: text('sentiment').$type<Sentiment>().notNull(),
+    urgency: text('urgency').$type<Urgency>().notNull(),
+    intent: text('intent').$type<Intent>().notNull(),
+    n: bigint('n', { mode: 'number' }).notNull(),
+    scoreSum: doublePrecision('score_sum').notNull()
+  },
+  (t) => [primaryKey({ name: 'insight_rollups_pk', columns: [t.day, t.source, t.sentiment, t.urgency, t.intent] })]
+)
+
+export const insightRollupsNarrow = pgTable(
+  'insight_rollups_narrow',
+  {
+    day: date('day', { mode: 'string' }).notNull(),
+    source: text('source').notNull(),
+    sentiment: text('sentiment').$type<Sentiment>().notNull(),
+    urgency: text('urgency').$type<Urgency>().notNull(),
+    n: bigint('n', { mode: 'number' }).notNull(),
+    scoreSum: doublePrecision('score_sum').notNull()
+  },
+  (t) => [primaryKey({ name: 'insight_rollups_narrow_pk', columns: [t.day, t.source, t.sentiment, t.urgency] })]
+)
+
+export const insightTopicRollups = pgTable(
+  'insight_topic_rollups',
+  {
+    day: date('day', { mode: 'string' }).notNull(),
+    topic: text('topic').notNull(),
+    source: text('source').notNull(),
+    sentiment: text('sentiment').$type<Sentiment>().notNull(),
+    urgency: text('urgency').$type<Urgency>().notNull(),
+    intent: text('intent').$type<Intent>().notNull(),
+    n: bigint('n', { mode: 'number' }).notNull(),
+    scoreSum: doublePrecision('score_sum').notNull()
+  },
+  (t) => [
+    primaryKey({ name: 'insight_topic_rollups_pk', columns: [t.day, t.topic, t.source, t.sentiment, t.urgency, t.intent] }),
+    // a topic filter reads one topic's days
+    index('insight_topic_rollups_topic_day_idx').on(t.topic, t.day)
+  ]
+)
+
+export const insightTopicTotals = pgTable(
+  'insight_topic_totals',
+  {
+    day: date('day', { mode: 'string' }).notNull(),
+    source: text('source').notNull(),
+    topic: text('topic').notNull(),
+    n: bigint('n', { mode: 'number' }).notNull()
+  },
+  (t) => [primaryKey({ name: 'insight_topic_totals_pk', columns: [t.day, t.source, t.topic] })]
+)
+
+/**
+ * One line per erasure request: who asked, how the conversations were selected, which ids
+ * went. Never the selector's value or any content: the audit must not keep what was erased.
+ */
+export const erasures = pgTable('erasures', {
+  id: uuid('id').primaryKey(),
+  at: tstz('at').notNull().defaultNow(),
+  actor: text('actor').notNull(),
+  selector: text('selector').notNull(),
+  conversationIds: uuid('conversation_ids').array().notNull(),
+  erased: integer('erased').notNull()
+})
 
 export const analysisCache = pgTable(
   'analysis_cache',

@@ -99,6 +99,11 @@ export class AnalysisCache {
     for (const e of entries) this.lru?.set(e.key, e.insight)
   }
 
+  /** Drops entries from memory (their rows were deleted: an erasure). */
+  forget(keys: readonly string[]): void {
+    for (const k of keys) this.lru?.delete(k)
+  }
+
   purgeExpired(): Promise<number> {
     return this.repo.purgeExpired()
   }

@@ -87,6 +87,7 @@ export class Worker extends EventEmitter {
   private lastProgressAt = Date.now()
   private batchSeq = 0
   private backlog: Record<BacklogStatus, number> = { pending: 0, processing: 0, failed: 0 }
+  private backlogRefresh: Promise<void> | undefined
   private pausedFor: PauseReason | null = null
   private readonly owner: string
   private readonly log: Logger
@@ -136,6 +137,7 @@ export class Worker extends EventEmitter {
       this.abort.abort(new Error('shutting down'))
       await Promise.race([idle, new Promise((r) => setTimeout(r, ABORT_GRACE_MS).unref())])
     }
+    await this.backlogRefresh // a count in flight must not outlive the pool it runs on
     try {
       const released = await this.d.conversations.releaseClaims('all', this.owner)
       if (released) this.log.info({ released }, 'released unfinished claims')
@@ -171,10 +173,8 @@ export class Worker extends EventEmitter {
     if (requeued || failed) this.log.warn({ requeued, failed }, 'reclaimed expired leases')
     if (requeued) this.d.queue.overflowed = true // they wait in the database, not in our queue
     if (tick % BACKLOG_COUNT_EVERY_TICKS === 0) {
-      this.backlog = await this.d.conversations.backlogCounts()
-      for (const [status, n] of Object.entries(this.backlog)) this.d.metrics.backlog.set({ status }, n)
+      this.refreshBacklog()
       if (this.d.analyzer.billable) await this.d.budget.refresh()
-      if (this.backlog.pending > this.d.queue.size) this.d.queue.overflowed = true
     }
     const remaining = this.d.budget.remaining()
     if (remaining !== null) this.d.metrics.budgetRemaining.set(remaining)
@@ -186,6 +186,27 @@ export class Worker extends EventEmitter {
       if (purged) this.log.info({ purged }, 'purged expired analysis cache rows')
     }
     this.d.queue.wake()
+  }
+
+  /**
+   * Counts the backlog in the background, one count at a time: start-up and the sweep
+   * (lease reclaims) never wait on it, so a slow count on a huge database delays only the
+   * figures, not the service. Resolves when the count in flight (or a new one) is done.
+   */
+  refreshBacklog(): Promise<void> {
+    this.backlogRefresh ??= this.d.conversations
+      .backlogCounts()
+      .then((backlog) => {
+        this.backlog = backlog
+        for (const [status, n] of Object.entries(backlog)) this.d.metrics.backlog.set({ status }, n)
+        if (backlog.pending > this.d.queue.size) this.d.queue.overflowed = true
+        this.d.queue.wake()
+      })
+      .catch((err) => this.log.warn({ err: { message: (err as Error).message } }, 'backlog count failed'))
+      .finally(() => {
+        this.backlogRefresh = undefined
+      })
+    return this.backlogRefresh
   }
 
   private setPaused(reason: PauseReason | null) {

@@ -7,6 +7,7 @@ import { analysisCacheRepository } from '../db/analysis-cache.ts'
 import { apiKeysRepository } from '../db/api-keys.ts'
 import { type Database, openDatabase } from '../db/client.ts'
 import { conversationsRepository } from '../db/conversations.ts'
+import { erasureRepository } from '../db/erasure.ts'
 import { insightsRepository } from '../db/insights.ts'
 import { usageRepository } from '../db/usage.ts'
 import { startupStep } from '../startup-progress.ts'
@@ -17,6 +18,7 @@ export interface Repositories {
   analysisCache: ReturnType<typeof analysisCacheRepository>
   usage: ReturnType<typeof usageRepository>
   apiKeys: ReturnType<typeof apiKeysRepository>
+  erasure: ReturnType<typeof erasureRepository>
 }
 
 declare module 'fastify' {
@@ -37,7 +39,8 @@ export default fp(
       insights: insightsRepository(database),
       analysisCache: analysisCacheRepository(database),
       usage: usageRepository(database),
-      apiKeys: apiKeysRepository(database)
+      apiKeys: apiKeysRepository(database),
+      erasure: erasureRepository(database)
     })
     // a database handed in by the caller (tests sharing one PGlite) is the caller's to close
     if (!opts.database) app.addHook('onClose', async () => database.close())

@@ -23,6 +23,7 @@ export interface Pipeline {
   analyzer: Analyzer
   insights: InsightBus
   prefilter: PrefilterOptions
+  cache: AnalysisCache
   /** hand freshly committed pending ids to the worker (best effort: the database is the truth) */
   enqueue(ids: string[]): void
 }
@@ -50,13 +51,14 @@ export default fp(
     metrics.circuitState.set(0)
     const budget = new DailyBudget(config.DAILY_BUDGET_USD, app.repos.usage)
     const prefilter = prefilterOptionsFrom(config)
+    const cache = new AnalysisCache(app.repos.analysisCache, { ttlSeconds: config.CACHE_TTL_SECONDS, lruSize: config.CACHE_LRU_SIZE })
     const worker = new Worker({
       config,
       conversations: app.repos.conversations,
       insights: app.repos.insights,
       usage: app.repos.usage,
       queue,
-      cache: new AnalysisCache(app.repos.analysisCache, { ttlSeconds: config.CACHE_TTL_SECONDS, lruSize: config.CACHE_LRU_SIZE }),
+      cache,
       analyzer,
       breaker,
       batchSize: new AdaptiveBatchSize({
@@ -83,6 +85,7 @@ export default fp(
       budget,
       analyzer,
       prefilter,
+      cache,
       enqueue(ids: string[]) {
         for (const id of ids) if (!queue.offer(id)) break
         metrics.queueDepth.set(queue.size)

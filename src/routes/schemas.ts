@@ -149,6 +149,12 @@ export const SummaryOut = Type.Object({
   by_day: Type.Array(Type.Object({ day: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() })),
   by_source: Type.Array(Type.Object({ source: Type.String(), count: Type.Integer(), avg_sentiment: Type.Number() }), {
     description: 'the busiest sources, most insights first'
+  }),
+  previous_total: Type.Union([Type.Integer(), Type.Null()], {
+    description: 'with since: the total in the period of the same length just before it; null without since'
+  }),
+  previous_by_sentiment: Type.Union([countsOf(SENTIMENTS), Type.Null()], {
+    description: 'with since: the sentiments in the period of the same length just before it; null without since'
   })
 })
 

@@ -39,7 +39,19 @@ async function tablesAndMigrations(database: Database) {
   return { tables: tables.map((r) => r.table_name), migrations: Number(migrations[0]!.n) }
 }
 
-const SCHEMA_TABLES = ['analysis_cache', 'api_keys', 'conversations', 'insights', 'key_usage', 'model_usage']
+const SCHEMA_TABLES = [
+  'analysis_cache',
+  'api_keys',
+  'conversations',
+  'erasures',
+  'insight_rollups',
+  'insight_rollups_narrow',
+  'insight_topic_rollups',
+  'insight_topic_totals',
+  'insights',
+  'key_usage',
+  'model_usage'
+]
 
 t.test('lockDataDir', async (t) => {
   t.test('takes a free folder, creating it, and writes our pid', async (t) => {

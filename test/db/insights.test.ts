@@ -172,9 +172,9 @@ for (const backend of backends()) {
     })
 
     t.test('storeMany is atomic: a failing insert marks no conversation', async (t) => {
-      const [id] = await claimed(1)
-      const missing = '00000000-0000-7000-8000-000000000000'
-      await t.rejects(repo.storeMany([newInsight(id!), newInsight(missing)], 'w1'))
+      const [id, other] = await claimed(2)
+      // a NOT NULL column left empty fails the insert (a conversation erased meanwhile no longer does: it is skipped)
+      await t.rejects(repo.storeMany([newInsight(id!), newInsight(other!, { summary: null as unknown as string })], 'w1'))
       t.equal(await repo.getByConversation(id!), null, 'no insight')
       t.equal((await status(id!)).status, 'processing', 'the conversation is untouched')
     })
@@ -344,7 +344,9 @@ for (const backend of backends()) {
         by_urgency: { low: 0, medium: 0, high: 0 },
         top_topics: [],
         by_day: [],
-        by_source: []
+        by_source: [],
+        previous_total: null,
+        previous_by_sentiment: null
       })
     })
 

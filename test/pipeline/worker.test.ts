@@ -237,3 +237,35 @@ for (const backend of backends()) {
     })
   })
 }
+
+t.test('start-up does not wait for the backlog count, and the figures arrive when it ends', async (t) => {
+  // the count of a 20M-row database, held open until the test lets it finish
+  let finishCount: () => void = () => {}
+  const countHeld = new Promise<void>((resolve) => {
+    finishCount = resolve
+  })
+  let counts = 0
+  // an open circuit keeps the rows pending, so the count has a known answer
+  const breaker = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 3_600_000, now: () => 0 })
+  breaker.recordFailure()
+  const { worker, pending } = await handBuiltWorker(t, {
+    breaker,
+    conversations: (real) => ({
+      ...real,
+      async backlogCounts() {
+        counts++
+        await countHeld
+        return real.backlogCounts()
+      }
+    })
+  })
+  await pending(texts(3, 'backlog'))
+  await worker.start()
+  t.equal(counts, 1, 'the first count was started')
+  t.same(worker.status().backlog, { pending: 0, processing: 0, failed: 0 }, 'start returned before the count ended')
+  await worker.sweep()
+  t.equal(counts, 1, 'a sweep while a count is in flight does not start a second one')
+  finishCount()
+  await worker.refreshBacklog()
+  t.same(worker.status().backlog, { pending: 3, processing: 0, failed: 0 }, 'the figures of the finished count')
+})

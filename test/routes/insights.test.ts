@@ -99,6 +99,11 @@ for (const backend of backends()) {
     })
 
     t.test('summary counts what the list holds', async (t) => {
+      // the paging test ingests more while it pages: compare once the worker has stored them all
+      await waitFor(async () => {
+        const b = await app.repos.conversations.backlogCounts()
+        return b.pending + b.processing === 0
+      }, { what: 'nothing left to analyse' })
       const res = await get('/api/v1/insights/summary')
       t.equal(res.statusCode, 200)
       const s = res.json()

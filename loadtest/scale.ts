@@ -1,0 +1,196 @@
+// npm run bench:scale: Gleaner's reads at production volume. Fills a PostgreSQL database with
+// SCALE_ROWS analysed conversations and their insights over 90 days (generate_series, one
+// chunk per statement; skewed sources, sentiments, urgencies, intents and topics as support
+// traffic has them), then times every read route over real HTTP: list pages with each filter
+// and the combination analysts use (topic + source + sentiment), a deep page, the summary
+// (unfiltered, by source, one day, 7 days as the console asks, 90 days, combined filters),
+// and reports disk per conversation.
+//
+//   DATABASE_URL=postgres://… npm run bench:scale
+//   SCALE_ROWS (5000000)  conversations in the fixture; 20000000 is the documented large run
+//   SCALE_DB              database name (default gleaner_scale_<rows>); kept, and reused when
+//                         it already holds the rows, so the same fill serves a before and an
+//                         after run (the after run applies newer migrations, backfills included)
+//   SCALE_RUNS (7)        timed requests per route (3 when a request takes over a second)
+//
+// Run it on a durable PostgreSQL (fsync and synchronous_commit on): a throwaway one with
+// fsync off hides every commit's cost.
+import { writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import pino from 'pino'
+import { request } from 'undici'
+import { buildApp } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+import { openDatabase } from '../src/db/client.ts'
+import { COMMON_TOPICS, INTENTS, SENTIMENTS, URGENCIES } from '../src/domain.ts'
+
+const ROWS = Number(process.env.SCALE_ROWS ?? 5_000_000)
+const DB_NAME = process.env.SCALE_DB ?? `gleaner_scale_${ROWS}`
+const RUNS = Number(process.env.SCALE_RUNS ?? 7)
+/** Rows per fill statement: quick, and small enough that one chunk's transaction stays modest. */
+const FILL_CHUNK = 100_000
+/** The fixture's span: the summary's longest common period (the console's 90 days). */
+const SPAN_DAYS = 90
+/** A request slower than this is timed fewer times: the figure is already clear. */
+const SLOW_MS = 1_000
+const ADMIN = process.env.DATABASE_URL
+const log = (...a: unknown[]) => console.error('[scale]', ...a)
+
+// Weights of a support desk's traffic: chat and email dominate, most contacts are not urgent,
+// a few topics carry most conversations (Zipf-like through the power of random()).
+const SOURCES = ['web-chat', 'email', 'phone', 'app-review', 'social']
+const FILL_SQL = `
+WITH c AS (
+  INSERT INTO conversations (id, source, external_id, messages, metadata, status, text_hash, received_at, analyzed_at, updated_at, available_at)
+  SELECT gen_random_uuid(), src, 'scale-' || g,
+         jsonb_build_array(
+           jsonb_build_object('role', 'user', 'content', 'Hello, order ' || g || ' ' || repeat('was charged twice and the invoice shows the wrong amount, ', 6)),
+           jsonb_build_object('role', 'agent', 'content', 'Sorry about that, I am looking into order ' || g || ' right now and will refund the duplicate charge.'),
+           jsonb_build_object('role', 'user', 'content', 'Thanks, please also fix the invoice address.')),
+         jsonb_build_object('customer_id', 'cust-' || (g % 200000), 'plan', (ARRAY['free','pro','enterprise'])[1 + g % 3]),
+         'analyzed', md5(g::text), t, t, t, t
+  FROM generate_series($1::int, $1::int + $2::int - 1) AS g,
+       LATERAL (SELECT $3::timestamptz - (g::float8 / $4::float8) * interval '${SPAN_DAYS} days' AS t,
+                       ($5::text[])[1 + floor(power(random(), 1.8) * cardinality($5::text[]))::int] AS src) AS x
+  RETURNING id, source, received_at
+)
+INSERT INTO insights (conversation_id, source, sentiment, sentiment_score, topics, intent, urgency, summary, language, model,
+                      prompt_version, input_tokens, output_tokens, cost_usd, created_at)
+SELECT id, source, s.sentiment,
+       CASE s.sentiment WHEN 'positive' THEN 0.2 + r2 * 0.8 WHEN 'negative' THEN -0.2 - r2 * 0.8 ELSE r2 * 0.4 - 0.2 END,
+       -- one to three topics; the subquery names the row's id, so it runs per row, not once
+       ARRAY(SELECT DISTINCT ($6::text[])[1 + floor(power(random(), 2.2) * cardinality($6::text[]))::int]
+             FROM generate_series(1, 1 + get_byte(decode(md5(id::text), 'hex'), 0) % 3) AS k),
+       ($7::text[])[1 + floor(power(random(), 1.6) * cardinality($7::text[]))::int],
+       ($8::text[])[1 + floor(power(random(), 1.5) * cardinality($8::text[]))::int],
+       'Customer was charged twice for an order and asks for a refund and a corrected invoice.',
+       'en', 'scale-model', 'v1', 300, 60, 0.0002, received_at
+-- the laterals name the row's id so random() is drawn per row, not once for the statement
+FROM c, LATERAL (SELECT random() + 0 * length(id::text) AS r1, random() + 0 * length(id::text) AS r2) AS r,
+     LATERAL (SELECT ($9::text[])[1 + floor(power(r1, 1.3) * cardinality($9::text[]))::int] AS sentiment) AS s
+`
+
+async function ensureDatabase(): Promise<string> {
+  if (!ADMIN) throw new Error('set DATABASE_URL to a PostgreSQL server (durable: fsync on)')
+  const admin = new pg.Client({ connectionString: ADMIN })
+  await admin.connect()
+  const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DB_NAME])
+  if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${DB_NAME}`)
+  await admin.end()
+  const url = new URL(ADMIN)
+  url.pathname = `/${DB_NAME}`
+  return url.toString()
+}
+
+async function fill(url: string): Promise<{ migrateMs: number; fillMs: number | null }> {
+  const config = loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', DB_STATEMENT_TIMEOUT_MS: '0' })
+  const t0 = performance.now()
+  const database = await openDatabase(config, pino({ level: 'silent' })) // applies migrations (and their backfills)
+  const migrateMs = performance.now() - t0
+  await database.close()
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const have = Number((await client.query('SELECT count(*) AS n FROM conversations')).rows[0].n)
+    if (have >= ROWS) {
+      log(`reusing ${have} conversations in ${DB_NAME}`)
+      return { migrateMs, fillMs: null }
+    }
+    const t1 = performance.now()
+    const newest = new Date()
+    for (let first = have; first < ROWS; first += FILL_CHUNK) {
+      const count = Math.min(FILL_CHUNK, ROWS - first)
+      await client.query(FILL_SQL, [first, count, newest.toISOString(), ROWS, SOURCES, [...COMMON_TOPICS], [...INTENTS], [...URGENCIES], [...SENTIMENTS]])
+      log(`filled ${first + count} / ${ROWS}`)
+    }
+    await client.query('VACUUM ANALYZE')
+    return { migrateMs, fillMs: performance.now() - t1 }
+  } finally {
+    await client.end()
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+async function main() {
+  const url = await ensureDatabase()
+  const { migrateMs, fillMs } = await fill(url)
+  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', AUTH: 'off', WORKER_ENABLED: 'false', RATE_LIMIT_ANONYMOUS: '10000000' }))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const base = `http://127.0.0.1:${port}`
+  const results: { route: string; median_ms: number; max_ms: number; status: number }[] = []
+  try {
+    const day = 86_400_000
+    const midnight = new Date(new Date().setUTCHours(0, 0, 0, 0))
+    const iso = (d: Date) => encodeURIComponent(d.toISOString())
+    const oneDay = `since=${iso(new Date(midnight.getTime() - 10 * day))}&until=${iso(new Date(midnight.getTime() - 9 * day))}`
+    const week = `since=${iso(new Date(midnight.getTime() - 6 * day))}`
+    const quarter = `since=${iso(new Date(midnight.getTime() - 89 * day))}`
+    const combo = 'topic=billing&source=email&sentiment=negative'
+    // page 50 of the unfiltered list: follow 49 cursors once, then time the 50th page
+    let cursor: string | null = null
+    for (let i = 0; i < 49; i++) {
+      const page = `${base}/api/v1/insights?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`
+      const body = (await (await request(page)).body.json()) as { next_cursor: string | null }
+      cursor = body.next_cursor
+    }
+    const routes: [string, string][] = [
+      ['list, first page', '/api/v1/insights'],
+      ['list, page 50', `/api/v1/insights?cursor=${encodeURIComponent(cursor ?? '')}`],
+      ['list, source', '/api/v1/insights?source=email'],
+      ['list, sentiment', '/api/v1/insights?sentiment=negative'],
+      ['list, topic', '/api/v1/insights?topic=billing'],
+      ['list, topic+source+sentiment', `/api/v1/insights?${combo}`],
+      ['list, one day', `/api/v1/insights?${oneDay}`],
+      ['summary, unfiltered', '/api/v1/insights/summary'],
+      ['summary, source', '/api/v1/insights/summary?source=email'],
+      ['summary, one day', `/api/v1/insights/summary?${oneDay}`],
+      ['summary, 7 days (console)', `/api/v1/insights/summary?${week}`],
+      ['summary, 90 days', `/api/v1/insights/summary?${quarter}`],
+      ['summary, topic+source+sentiment', `/api/v1/insights/summary?${combo}`],
+      ['summary, 7 days, topic+source+sentiment', `/api/v1/insights/summary?${week}&${combo}`]
+    ]
+    for (const [name, path] of routes) {
+      const times: number[] = []
+      let status = 0
+      for (let i = 0; i <= RUNS; i++) {
+        const t0 = performance.now()
+        const res = await request(`${base}${path}`)
+        await res.body.dump()
+        const ms = performance.now() - t0
+        status = res.statusCode
+        if (i > 0) times.push(ms) // the first request warms caches and prepares statements
+        if (ms > SLOW_MS && times.length >= 3) break
+      }
+      results.push({ route: name, median_ms: Math.round(median(times) * 10) / 10, max_ms: Math.round(Math.max(...times) * 10) / 10, status })
+      log(name, results[results.length - 1])
+    }
+  } finally {
+    await app.close()
+  }
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  const bytes = Number((await client.query('SELECT pg_database_size(current_database()) AS b')).rows[0].b)
+  await client.end()
+  const report = {
+    rows: ROWS,
+    database: DB_NAME,
+    migrate_ms: Math.round(migrateMs),
+    fill_ms: fillMs === null ? null : Math.round(fillMs),
+    bytes_per_conversation: Math.round(bytes / ROWS),
+    routes: results
+  }
+  console.log('| route | median ms | max ms | status |\n|---|---:|---:|---:|')
+  for (const r of results) console.log(`| ${r.route} | ${r.median_ms} | ${r.max_ms} | ${r.status} |`)
+  console.log(`\nmigrate ${report.migrate_ms} ms, fill ${report.fill_ms ?? 'reused'} ms, ${report.bytes_per_conversation} bytes per conversation`)
+  const out = fileURLToPath(new URL(`./results/scale-${ROWS}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url))
+  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`)
+  log(`wrote ${out}`)
+}
+
+await main()
