@@ -95,7 +95,8 @@ const COMPLAINT_RE =
   /\b(unacceptable|terrible|awful|horrible|horrendous|disappoint\w*|frustrat\w*|ridiculous|worst|complain\w*|overcharg\w*|rude|useless|scam|angry|furious|upset|not happy|unhappy|poor (service|quality|support)|waste of|never again|fed up|sick of|charged twice|double[- ]charged|still (waiting|hasn'?t|haven'?t|not)|no one|nobody)\b/
 const PURCHASE_RE =
   /\b((want|like|looking|planning|ready|going) to (buy|purchase|order|upgrade|subscribe)|where (can|do) i buy|place an? order|pricing|prices?|quote|how much|upgrade to|sign up for|in stock)\b/
-const WH_QUESTION_RE = /(^|[.!\n]\s*)(how|what|when|where|why|who|which|is there|can i|do you)\b/
+// after the last line break of a blank run: `[.!\n]\s*` rescanned every newline of a run (quadratic)
+const WH_QUESTION_RE = /(^|[.!\n][^\S\n]*)(how|what|when|where|why|who|which|is there|can i|do you)\b/
 const QUESTION_MARK_RE = /\?/
 /** Asking for something: a question, a request, a problem. Praise has none of these. */
 const REQUEST_RE =
@@ -151,7 +152,8 @@ const LEADING_GREETING_RE =
 /** "my name is Jane Doe": the name is personal data even where nothing else is. */
 const SELF_NAME_RE = /\b([Mm]y name is|[Mm]y name's|[Tt]his is|I am|I'm) (\p{Lu}[\p{L}'-]{1,20})( \p{Lu}[\p{L}'-]{1,20})?/gu
 const ENDS_SENTENCE_RE = /[.!?\u2026]$/
-const SPACE_BEFORE_PUNCT_RE = /\s+([.,!?;:])/g
+// from the start of a blank run only: /\s+([.,!?;:])/ rescanned a run from each of its characters
+const SPACE_BEFORE_PUNCT_RE = /(?<!\s)\s+([.,!?;:])/g
 /** Words that alone make a turn courtesy, not opinion: "Thanks!", "ok, thank you", "bye". */
 const COURTESY_WORDS = new Set(
   'thanks thank thx ty tysm you u so much very please pls hi hello hey cheers regards appreciate appreciated it sorry apologies welcome bye goodbye ok okay k great cool alright sure yes no will do noted have a nice good day the all for your help again in advance'.split(
