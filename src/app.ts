@@ -13,6 +13,7 @@ import { createLogger } from './logger.ts'
 import authPlugin from './plugins/auth.ts'
 import databasePlugin from './plugins/database.ts'
 import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
+import jsonBodyPlugin from './plugins/json-body.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
@@ -83,6 +84,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   )
   // JSON only: a text/plain body is a 415, not a string handed to a schema
   app.removeContentTypeParser('text/plain')
+  await app.register(jsonBodyPlugin, { config })
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id)
