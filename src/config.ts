@@ -52,6 +52,14 @@ export const ConfigSchema = Type.Object({
   KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
   METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8, description: 'when set, /metrics requires Authorization: Bearer <this>' })),
   REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared rate-limit store; unset → per-process limits' })),
+  RATE_LIMIT_ON_STORE_ERROR: Type.Enum(['local', 'open', 'closed'], {
+    default: 'local',
+    description:
+      'when Redis fails or hangs: local = count in this process at the same limits (never unlimited), open = no limits, closed = 503 for every limited request'
+  }),
+  REDIS_CONNECT_TIMEOUT_MS: Int(1_000, 50, 60_000, 'a Redis that cannot be reached within this falls back at once; it is on loopback or the LAN'),
+  REDIS_COMMAND_TIMEOUT_MS: Int(250, 10, 60_000, 'one rate-limit count takes well under 1 ms; a hung Redis must not hold requests longer than this'),
+  REDIS_RETRY_MS: Int(5_000, 100, 600_000, 'after a Redis failure, count locally this long before trying Redis again, so a hung Redis costs one timeout per interval, not one per request'),
   TRUST_PROXY: Type.String({ default: 'false', description: 'fastify trustProxy: false, true, a hop count or a list of CIDRs' }),
   CORS_ORIGIN: Type.String({ default: '', description: 'comma-separated allowed origins; empty → CORS off' }),
   RATE_LIMIT_WINDOW_MS: Int(60_000, 1_000, 86_400_000, 'rate-limit window'),

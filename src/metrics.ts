@@ -132,6 +132,17 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Insight exports (/api/v1/insights/export) streaming on this instance',
       registers: r
     }),
+    rateLimitStoreDegraded: new client.Gauge({
+      name: 'gleaner_rate_limit_store_degraded',
+      help: '1 while the shared rate-limit store (Redis) is failing and RATE_LIMIT_ON_STORE_ERROR applies',
+      registers: r
+    }),
+    rateLimitFallbacks: new client.Counter({
+      name: 'gleaner_rate_limit_store_fallbacks_total',
+      help: 'Requests limited without Redis, by the policy applied (local, open, closed)',
+      labelNames: ['policy'] as const,
+      registers: r
+    }),
     budgetRemaining: new client.Gauge({
       name: 'gleaner_budget_remaining_usd',
       help: 'Remaining model budget for the current UTC day (absent when no budget is set)',

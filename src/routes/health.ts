@@ -16,7 +16,9 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
     const w = pipeline.worker.status()
     const limit = pipeline.budget.limit
     // an open circuit is degraded even before the worker next looks (no work waiting)
-    const status = w.stuck ? ('stuck' as const) : w.paused || pipeline.breaker.state !== 'closed' ? ('degraded' as const) : ('ok' as const)
+    const store = app.rateLimitStore
+    const degraded = w.paused || pipeline.breaker.state !== 'closed' || Boolean(store?.degradedReason)
+    const status = w.stuck ? ('stuck' as const) : degraded ? ('degraded' as const) : ('ok' as const)
     return {
       status,
       version,
@@ -28,6 +30,11 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
       paused_reason: w.paused,
       backlog: w.backlog,
       last_progress_at: w.last_progress_at,
+      rate_limit_store: store && {
+        policy: store.policy,
+        degraded_reason: store.degradedReason,
+        degraded_since: store.degradedSince?.toISOString() ?? null
+      },
       budget:
         limit === undefined
           ? null
@@ -84,6 +91,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
       }
       // the migrated schema answering is the check: the table exists only after migrations ran
       await timed('database', 2_000, () => app.database.query(sql`SELECT 1 FROM conversations LIMIT 0`))
+      // with policy closed a failing Redis refuses limited requests: not ready; otherwise it is
+      // reported here and in /health but the instance still serves
+      const store = app.rateLimitStore
+      if (store) checks.rate_limit_store = { ok: !store.degradedReason || store.policy !== 'closed', ...(store.degradedReason ? { error: store.degradedReason } : {}) }
       if (req.query.deep) await timed('model', 2_000, (signal) => pipeline.analyzer.ping(signal))
       const ok = Object.values(checks).every((c) => c.ok)
       return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks })
