@@ -99,6 +99,9 @@ export const ConfigSchema = Type.Object({
   RETRY_BASE_MS: Int(2_000, 0, 3_600_000, 'first back-off after a failed analysis; doubles per attempt'),
   STUCK_AFTER_SECONDS: Int(300, 1, 86_400, 'work waiting and no batch finished for this long → /health answers 503 stuck'),
   STREAM_HEARTBEAT_MS: Int(15_000, 100, 600_000, 'comment line on idle streams; under common proxies\' 30-60 s idle cut-offs'),
+  STREAM_MAX: Int(500, 1, 100_000, 'live streams per instance (503 beyond): each holds a socket and a share of every fan-out, and 600 unbounded streams cut ingest ninefold'),
+  STREAM_MAX_PER_KEY: Int(10, 1, 100_000, 'live streams per API key, or per client IP without keys (429 beyond): a dashboard needs a few, not hundreds'),
+  STREAM_SUBSCRIBE_TIMEOUT_MS: Int(5_000, 10, 600_000, 'a stream that cannot subscribe to new insights within this (database down) is answered 503'),
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 600_000, 'how long shutdown waits for in-flight batches'),
 
   // Prefilter

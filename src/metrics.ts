@@ -127,6 +127,17 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Open /api/v1/insights/stream connections on this instance',
       registers: r
     }),
+    streamRefused: new client.Counter({
+      name: 'gleaner_stream_refused_total',
+      help: 'Live streams refused, by reason (per_key_limit, instance_limit, unavailable)',
+      labelNames: ['reason'] as const,
+      registers: r
+    }),
+    streamSlowDisconnects: new client.Counter({
+      name: 'gleaner_stream_slow_disconnects_total',
+      help: 'Live streams closed because the client stopped reading and its buffer passed the bound',
+      registers: r
+    }),
     exportsInProgress: new client.Gauge({
       name: 'gleaner_exports_in_progress',
       help: 'Insight exports (/api/v1/insights/export) streaming on this instance',
