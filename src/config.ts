@@ -43,6 +43,8 @@ export const ConfigSchema = Type.Object({
   DATA_DIR: Type.String({ default: './data', description: 'embedded database directory' }),
   DB_POOL_MAX: Int(10, 1, 200, 'pg pool size; 10 covers ingest plus the worker on a small machine'),
   DB_STATEMENT_TIMEOUT_MS: Int(15_000, 0, 600_000, 'server-side cap per statement, so a stuck query frees its connection'),
+  DB_READ_POOL_MAX: Int(3, 1, 200, 'PostgreSQL connections for analytical reads (summary, lists, exports), apart from DB_POOL_MAX: reads queue for these and never take the ones ingest and the worker need'),
+  DB_READ_STATEMENT_TIMEOUT_MS: Int(10_000, 0, 600_000, 'cap per analytical read; a read cut by it is a 503 with Retry-After, and its connection is free again'),
 
   // Auth and protection
   AUTH: Type.Union([Type.Literal('on'), Type.Literal('off')], {

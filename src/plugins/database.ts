@@ -17,6 +17,8 @@ export interface Repositories {
   analysisCache: ReturnType<typeof analysisCacheRepository>
   usage: ReturnType<typeof usageRepository>
   apiKeys: ReturnType<typeof apiKeysRepository>
+  /** insights read on the analytical connections: what the analyst routes use */
+  insightReads: ReturnType<typeof insightsRepository>
 }
 
 declare module 'fastify' {
@@ -37,7 +39,8 @@ export default fp(
       insights: insightsRepository(database),
       analysisCache: analysisCacheRepository(database),
       usage: usageRepository(database),
-      apiKeys: apiKeysRepository(database)
+      apiKeys: apiKeysRepository(database),
+      insightReads: insightsRepository(database.analytics ?? database)
     })
     // a database handed in by the caller (tests sharing one PGlite) is the caller's to close
     if (!opts.database) app.addHook('onClose', async () => database.close())
