@@ -78,6 +78,7 @@ export const ConfigSchema = Type.Object({
   QUOTA_ENTERPRISE_MONTHLY: Int(200_000_000, 0, 1e12, 'conversations per UTC month, tier enterprise'),
 
   // Input limits (the contract's defaults)
+  REQUEST_TIMEOUT_MS: Int(30_000, 100, 600_000, 'a request (headers and body) must arrive within this: slow clients must not hold sockets; 30 s is far above any honest upload here'),
   BODY_LIMIT_BYTES: Int(1_048_576, 1024, 1_073_741_824, 'max body of a single ingest or any other route'),
   BATCH_BODY_LIMIT_BYTES: Int(16_777_216, 1024, 1_073_741_824, 'max body of a batch ingest'),
   BATCH_MAX_ITEMS: Int(1000, 1, 100_000, 'conversations per batch request'),

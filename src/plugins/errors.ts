@@ -62,6 +62,12 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, e: AppError)
 export default fp(
   async (app) => {
     app.setErrorHandler((err: FastifyError, req, reply) => {
+      // a client that hangs up mid-upload is its own event, not a database outage (its
+      // ECONNRESET would read as one) and not an error of ours; nobody is left to answer
+      if (req.raw.aborted || (req.raw.destroyed && !req.raw.complete)) {
+        req.log.info({ code: 'CLIENT_ABORTED' }, 'client closed the connection mid-request')
+        return reply.code(400).send()
+      }
       const e = toAppError(err)
       if (e.statusCode >= 500) req.log.error({ err: (e.cause as Error) ?? e, code: e.code }, 'request failed')
       else req.log.info({ code: e.code, status: e.statusCode, reason: e.message }, 'request rejected')
