@@ -135,14 +135,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
 
   // external plugins and resources, in close order: database closes last
   await app.register(securityPlugin, { config })
-  await app.register(openapiPlugin, { version: VERSION })
   await app.register(databasePlugin, { config, logger, database: deps.database, open: deps.openDatabase ?? openDatabase })
+  // auth's onRequest hook runs before the limiter's, so limits are keyed by API key; both come
+  // before any route (the limiter applies to routes added after it: /metrics and /docs too)
+  await app.register(authPlugin, { config })
+  await app.register(rateLimitPlugin, { config, logger })
+  await app.register(openapiPlugin, { version: VERSION })
   await app.register(metricsPlugin, { config })
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
   await app.register(errorsPlugin)
-  // auth's onRequest hook runs before the limiter's, so limits are keyed by API key
-  await app.register(authPlugin, { config })
-  await app.register(rateLimitPlugin, { config, logger })
   await app.register(quotasPlugin, { config })
 
   // routes

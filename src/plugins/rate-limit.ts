@@ -30,7 +30,8 @@ export default fp(
     if (config.REDIS_URL) {
       const log = opts.logger.child({ component: 'rate-limit' })
       state = new RateLimitStoreState(config.RATE_LIMIT_ON_STORE_ERROR, (degraded) => {
-        app.metrics.rateLimitStoreDegraded.set(degraded ? 1 : 0)
+        // before start-up ends the metrics are not there yet; onReady below catches up
+        if (app.hasDecorator('metrics')) app.metrics.rateLimitStoreDegraded.set(degraded ? 1 : 0)
         if (degraded) log.warn({ policy: config.RATE_LIMIT_ON_STORE_ERROR, reason: state?.degradedReason }, 'rate-limit store failing: policy applies')
         else log.info('rate-limit store recovered')
       })
@@ -49,6 +50,10 @@ export default fp(
       // start counting in Redis when it answers in time; otherwise start degraded, not refuse to start
       await Promise.race([once(redis, 'ready'), new Promise((resolve) => setTimeout(resolve, config.REDIS_CONNECT_TIMEOUT_MS).unref())])
       if (redis.status !== 'ready') state.failed(new Error(`not reachable within ${config.REDIS_CONNECT_TIMEOUT_MS} ms`), Date.now(), 0)
+      const started = state
+      app.addHook('onReady', async () => {
+        app.metrics.rateLimitStoreDegraded.set(started.degradedReason ? 1 : 0)
+      })
       store = failoverStore({
         redis,
         nameSpace: 'gleaner-rl:',
@@ -75,5 +80,6 @@ export default fp(
         })
     })
   },
-  { name: 'rate-limit', dependencies: ['auth', 'metrics'] }
+  // app.metrics is read at request time only: the metrics plugin registers after this one
+  { name: 'rate-limit', dependencies: ['auth'] }
 )
