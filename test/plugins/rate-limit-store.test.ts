@@ -3,9 +3,9 @@
 // metrics say so.
 
 import t from 'tap'
+import { startRedis, type TestRedis } from '../../loadtest/redis-server.ts'
 import type { App } from '../../src/app.ts'
 import { backendEnv, buildTestApp, waitFor } from '../helper.ts'
-import { startRedis, type TestRedis } from '../redis-server.ts'
 
 const LIMIT = 3
 
