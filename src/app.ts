@@ -3,16 +3,20 @@
 // the error and not-found handlers. Nothing listens here.
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController } from 'fastify'
 import type { Logger } from 'pino'
 import type { Analyzer } from './analyzers/analyzer.ts'
 import type { Config } from './config.ts'
 import { type Database, openDatabase } from './db/client.ts'
+import { AppError, type ErrorCode } from './errors.ts'
 import { createLogger } from './logger.ts'
 import authPlugin from './plugins/auth.ts'
 import databasePlugin from './plugins/database.ts'
 import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
+import jsonBodyPlugin from './plugins/json-body.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
@@ -45,6 +49,31 @@ export interface AppDeps {
 // A well-formed incoming id is reused so a request can be followed across services.
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/
 
+/** How often Node looks for requests past REQUEST_TIMEOUT_MS: the precision of the cut. */
+const REQUEST_TIMEOUT_CHECK_MS = 1_000
+
+const CLIENT_ERRORS: Record<string, [number, ErrorCode, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'REQUEST_TIMEOUT', 'the request did not arrive in time'],
+  HPE_HEADER_OVERFLOW: [431, 'HEADERS_TOO_LARGE', 'request headers are too large']
+}
+
+/**
+ * Errors Node's HTTP parser raises before Fastify sees a request. Fastify's default answers
+ * them with its own body shape; these answer in the contract's, with a fresh request id.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, code, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'BAD_REQUEST', 'malformed HTTP request']
+  const requestId = randomUUID()
+  const payload = JSON.stringify({ error: { code, message }, request_id: requestId })
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(payload)}\r\nx-request-id: ${requestId}\r\nConnection: close\r\n\r\n${payload}`
+    )
+  }
+  socket.destroy()
+}
+
 function trustProxy(value: string): boolean | string[] {
   if (value === 'true') return true
   if (value === 'false' || value === '') return false
@@ -65,8 +94,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
     },
     bodyLimit: config.BODY_LIMIT_BYTES,
     trustProxy: trustProxy(config.TRUST_PROXY),
-    // slow clients must not hold sockets forever; 30 s is far above any honest upload here
-    requestTimeout: 30_000,
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    // Node cuts a request at requestTimeout only once headersTimeout (60 s by default) has
+    // passed too, and looks every 30 s: a slow body lived 77 s against 30 s. Headers get the
+    // same deadline, looked at every second.
+    http: { connectionsCheckingInterval: REQUEST_TIMEOUT_CHECK_MS, headersTimeout: config.REQUEST_TIMEOUT_MS },
+    // Node's own refusals (malformed request, header overflow, timeout) in the contract's shape
+    clientErrorHandler: answerClientError,
     // above common load balancers' 60 s idle timeout, so the balancer closes first
     keepAliveTimeout: 72_000,
     return503OnClosing: true,
@@ -84,9 +118,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   )
   // JSON only: a text/plain body is a 415, not a string handed to a schema
   app.removeContentTypeParser('text/plain')
+  await app.register(jsonBodyPlugin, { config })
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id)
+    // PostgreSQL cannot hold NUL in text: a filter with one would fail as a 500 at the query
+    const query = req.url.indexOf('?')
+    if (query !== -1 && req.url.indexOf('%00', query) !== -1) throw new AppError('BAD_REQUEST', 'query strings must not contain NUL characters')
   })
   const logRequests = logger.isLevelEnabled('info') // checked once: no per-request cost when off
   if (logRequests) app.addHook('onResponse', async (req, reply) => {
@@ -98,14 +136,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
 
   // external plugins and resources, in close order: database closes last
   await app.register(securityPlugin, { config })
-  await app.register(openapiPlugin, { version: VERSION })
   await app.register(databasePlugin, { config, logger, database: deps.database, open: deps.openDatabase ?? openDatabase })
+  // auth's onRequest hook runs before the limiter's, so limits are keyed by API key; both come
+  // before any route (the limiter applies to routes added after it: /metrics and /docs too)
+  await app.register(authPlugin, { config })
+  await app.register(rateLimitPlugin, { config, logger })
+  await app.register(openapiPlugin, { version: VERSION })
   await app.register(metricsPlugin, { config })
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
   await app.register(errorsPlugin)
-  // auth's onRequest hook runs before the limiter's, so limits are keyed by API key
-  await app.register(authPlugin, { config })
-  await app.register(rateLimitPlugin, { config, logger })
   await app.register(quotasPlugin, { config })
 
   // routes

@@ -46,15 +46,26 @@ export const ConfigSchema = Type.Object({
   DATA_DIR: Type.String({ default: './data', description: 'embedded database directory' }),
   DB_POOL_MAX: Int(10, 1, 200, 'pg pool size; 10 covers ingest plus the worker on a small machine'),
   DB_STATEMENT_TIMEOUT_MS: Int(15_000, 0, 600_000, 'server-side cap per statement, so a stuck query frees its connection'),
+  DB_READ_POOL_MAX: Int(3, 1, 200, 'PostgreSQL connections for analytical reads (summary, lists, exports), apart from DB_POOL_MAX: reads queue for these and never take the ones ingest and the worker need'),
+  DB_READ_STATEMENT_TIMEOUT_MS: Int(10_000, 0, 600_000, 'cap per analytical read; a read cut by it is a 503 with Retry-After, and its connection is free again'),
 
   // Auth and protection
   AUTH: Type.Union([Type.Literal('on'), Type.Literal('off')], {
     default: 'on',
     description: 'off disables API keys, rate limits per key and quotas (logs a warning at start)'
   }),
+  AUTH_FAILURES_PER_WINDOW: Int(30, 1, 1_000_000, 'refused authentications (401, 403) per client IP per RATE_LIMIT_WINDOW_MS before that IP gets 429 without a key look-up: an honest client that got its key wrong stops long before 30'),
   KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
   METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8, description: 'when set, /metrics requires Authorization: Bearer <this>' })),
   REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared rate-limit store; unset → per-process limits' })),
+  RATE_LIMIT_ON_STORE_ERROR: Type.Enum(['local', 'open', 'closed'], {
+    default: 'local',
+    description:
+      'when Redis fails or hangs: local = count in this process at the same limits (never unlimited), open = no limits, closed = 503 for every limited request'
+  }),
+  REDIS_CONNECT_TIMEOUT_MS: Int(1_000, 50, 60_000, 'a Redis that cannot be reached within this falls back at once; it is on loopback or the LAN'),
+  REDIS_COMMAND_TIMEOUT_MS: Int(250, 10, 60_000, 'one rate-limit count takes well under 1 ms; a hung Redis must not hold requests longer than this'),
+  REDIS_RETRY_MS: Int(5_000, 100, 600_000, 'after a Redis failure, count locally this long before trying Redis again, so a hung Redis costs one timeout per interval, not one per request'),
   TRUST_PROXY: Type.String({ default: 'false', description: 'fastify trustProxy: false, true, a hop count or a list of CIDRs' }),
   CORS_ORIGIN: Type.String({ default: '', description: 'comma-separated allowed origins; empty → CORS off' }),
   RATE_LIMIT_WINDOW_MS: Int(60_000, 1_000, 86_400_000, 'rate-limit window'),
@@ -71,6 +82,7 @@ export const ConfigSchema = Type.Object({
   QUOTA_ENTERPRISE_MONTHLY: Int(200_000_000, 0, 1e12, 'conversations per UTC month, tier enterprise'),
 
   // Input limits (the contract's defaults)
+  REQUEST_TIMEOUT_MS: Int(30_000, 100, 600_000, 'a request (headers and body) must arrive within this: slow clients must not hold sockets; 30 s is far above any honest upload here'),
   BODY_LIMIT_BYTES: Int(1_048_576, 1024, 1_073_741_824, 'max body of a single ingest or any other route'),
   BATCH_BODY_LIMIT_BYTES: Int(16_777_216, 1024, 1_073_741_824, 'max body of a batch ingest'),
   BATCH_MAX_ITEMS: Int(1000, 1, 100_000, 'conversations per batch request'),
@@ -94,6 +106,9 @@ export const ConfigSchema = Type.Object({
   RETRY_BASE_MS: Int(2_000, 0, 3_600_000, 'first back-off after a failed analysis; doubles per attempt'),
   STUCK_AFTER_SECONDS: Int(300, 1, 86_400, 'work waiting and no batch finished for this long → /health answers 503 stuck'),
   STREAM_HEARTBEAT_MS: Int(15_000, 100, 600_000, 'comment line on idle streams; under common proxies\' 30-60 s idle cut-offs'),
+  STREAM_MAX: Int(500, 1, 100_000, 'live streams per instance (503 beyond): each holds a socket and a share of every fan-out, and 600 unbounded streams cut ingest ninefold'),
+  STREAM_MAX_PER_KEY: Int(10, 1, 100_000, 'live streams per API key, or per client IP without keys (429 beyond): a dashboard needs a few, not hundreds'),
+  STREAM_SUBSCRIBE_TIMEOUT_MS: Int(5_000, 10, 600_000, 'a stream that cannot subscribe to new insights within this (database down) is answered 503'),
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 600_000, 'how long shutdown waits for in-flight batches'),
 
   // Prefilter

@@ -199,9 +199,31 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Open /api/v1/insights/stream connections on this instance',
       registers: r
     }),
+    streamRefused: new client.Counter({
+      name: 'gleaner_stream_refused_total',
+      help: 'Live streams refused, by reason (per_key_limit, instance_limit, unavailable)',
+      labelNames: ['reason'] as const,
+      registers: r
+    }),
+    streamSlowDisconnects: new client.Counter({
+      name: 'gleaner_stream_slow_disconnects_total',
+      help: 'Live streams closed because the client stopped reading and its buffer passed the bound',
+      registers: r
+    }),
     exportsInProgress: new client.Gauge({
       name: 'gleaner_exports_in_progress',
       help: 'Insight exports (/api/v1/insights/export) streaming on this instance',
+      registers: r
+    }),
+    rateLimitStoreDegraded: new client.Gauge({
+      name: 'gleaner_rate_limit_store_degraded',
+      help: '1 while the shared rate-limit store (Redis) is failing and RATE_LIMIT_ON_STORE_ERROR applies',
+      registers: r
+    }),
+    rateLimitFallbacks: new client.Counter({
+      name: 'gleaner_rate_limit_store_fallbacks_total',
+      help: 'Requests limited without Redis, by the policy applied (local, open, closed)',
+      labelNames: ['policy'] as const,
       registers: r
     }),
     budgetRemaining: new client.Gauge({

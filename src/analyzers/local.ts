@@ -101,11 +101,8 @@ const COMPLAINT_RE =
   /\b(unacceptable|terrible|awful|horrible|horrendous|disappoint\w*|frustrat\w*|ridiculous|worst|complain\w*|overcharg\w*|rude|useless|scam|angry|furious|upset|not happy|unhappy|poor (service|quality|support)|waste of|never again|fed up|sick of|charged twice|double[- ]charged|still (waiting|hasn'?t|haven'?t|not)|no one|nobody|hung up on (me|us)|still (got |get |being )?charged)\b/
 const PURCHASE_RE =
   /\b((want|like|looking|planning|ready|going) to (buy|purchase|order|upgrade|subscribe)|where (can|do) i buy|place an? order|pricing|prices?|quote|how much|upgrade to|sign up for|in stock)\b/
-/**
- * A question word opening a sentence. The gap after the stop is bounded: `[.!\n]\s*` rescans a
- * whole run of blank lines from every line break in it (3.5 s on 32,000 newlines).
- */
-const WH_QUESTION_RE = /(^|[.!\n][ \t\n]{0,8})(how|what|when|where|why|who|which|is there|can i|do you)\b/
+// after the last line break of a blank run: `[.!\n]\s*` rescanned every newline of a run (quadratic)
+const WH_QUESTION_RE = /(^|[.!\n][^\S\n]*)(how|what|when|where|why|who|which|is there|can i|do you)\b/
 const QUESTION_MARK_RE = /\?/
 /** Asking for something: a question, a request, a problem. Praise has none of these. */
 const REQUEST_RE =
@@ -136,7 +133,7 @@ const POLITE_ASK_RE = /\b(please|pls|plz|kindly|could you|can you|would you|will
 /** A request, or a support question ("is there a discount…?"): rhetorical and excited questions in social text ("who's ready?!") are left to the model. */
 const asksPolitely = (lower: string) => POLITE_ASK_RE.test(lower) || (QUESTION_MARK_RE.test(lower) && SUPPORT_QUESTION_RE.test(lower))
 /** How support questions open; two separate tests (this and a question mark) keep both linear. */
-const SUPPORT_QUESTION_RE = /(^|[.!\n][ \t\n]{0,8})(how|what|when|where|is there|are there|can i|can we|do you|does (it|the|your)|is it possible)\b/
+const SUPPORT_QUESTION_RE = /(^|[.!\n][^\S\n]*)(how|what|when|where|is there|are there|can i|can we|do you|does (it|the|your)|is it possible)\b/
 /**
  * Thanks and okays in a later turn ("ok thanks for letting me know") are the ritual close of
  * a support exchange, not a verdict on it; the first turn keeps them (on its own, "thanks
@@ -186,7 +183,8 @@ const LEADING_GREETING_RE =
 /** "my name is Jane Doe": the name is personal data even where nothing else is. */
 const SELF_NAME_RE = /\b([Mm]y name is|[Mm]y name's|[Tt]his is|I am|I'm) (\p{Lu}[\p{L}'-]{1,20})( \p{Lu}[\p{L}'-]{1,20})?/gu
 const ENDS_SENTENCE_RE = /[.!?\u2026]$/
-const SPACE_BEFORE_PUNCT_RE = /\s+([.,!?;:])/g
+// from the start of a blank run only: /\s+([.,!?;:])/ rescanned a run from each of its characters
+const SPACE_BEFORE_PUNCT_RE = /(?<!\s)\s+([.,!?;:])/g
 /** Words that alone make a turn courtesy, not opinion: "Thanks!", "ok, thank you", "bye". */
 const COURTESY_WORDS = new Set(
   'thanks thank thx ty tysm you u so much very please pls hi hello hey cheers regards appreciate appreciated it sorry apologies welcome bye goodbye ok okay k great cool alright sure yes no will do done sent noted understood have a nice good day the all for your help again in advance'.split(

@@ -104,7 +104,9 @@ export function extractJson(text: string): unknown {
   const direct = tryParse(text.trim())
   if (direct !== undefined && asInsightList(direct)) return direct
 
-  const fenced = /```[a-zA-Z]*[ \t]*\r?\n?([\s\S]*?)```/g
+  // the info string stays in the capture (the JSON scan below skips it): matching it
+  // separately backtracked quadratically on an unclosed fence
+  const fenced = /```([\s\S]*?)```/g
   const sources: string[] = []
   for (const m of text.matchAll(fenced)) sources.push(m[1]!)
   sources.push(text)

@@ -33,6 +33,12 @@ export interface Database {
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
   notify(channel: string, payload: string): Promise<void>
   close(): Promise<void>
+  /**
+   * The same database for analytical reads (summary, lists, exports): on PostgreSQL a
+   * separate, smaller pool with its own statement timeout, so no read can take the
+   * connections ingest and the worker need; PGlite has one connection, so itself.
+   */
+  analytics?: Database
 }
 
 /** A back end opened but not yet migrated. */

@@ -74,6 +74,8 @@ export const BACKLOG_COUNTS = sql`SELECT ${sql.join(
   sql`, `
 )}`
 
+export const idempotencyKey = (source: string, externalId: string | null | undefined) => `${source}\u0000${externalId}`
+
 export function conversationsRepository(database: Database) {
   const { db } = database
 
@@ -139,6 +141,18 @@ export function conversationsRepository(database: Database) {
         results[i] = { id: hit.id, status: hit.status, duplicate: true, receivedAt: new Date(hit.received_at) }
       }
       return results
+    },
+
+    /** The stored conversations with these idempotency keys (rows without an external_id have none). */
+    async findByKeys(rows: Pick<NewConversation, 'source' | 'externalId'>[]): Promise<Map<string, { id: string; status: ConversationStatus }>> {
+      const keyed = rows.filter((r) => r.externalId != null)
+      if (keyed.length === 0) return new Map()
+      const found = await database.raw<{ id: string; source: string; external_id: string; status: ConversationStatus }>(
+        SELECT_BY_KEYS,
+        [keyed.map((r) => r.source), keyed.map((r) => r.externalId)],
+        'gleaner_select_conversations_by_keys'
+      )
+      return new Map(found.map((e) => [idempotencyKey(e.source, e.external_id), { id: e.id, status: e.status }]))
     },
 
     async getById(id: string) {

@@ -15,3 +15,14 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   }
   return false
 }
+
+/**
+ * A statement cut by statement_timeout (SQLSTATE 57014, query_canceled): the database is
+ * there but too busy for this read now, which is a 503 with Retry-After, not a bug.
+ */
+export function isStatementTimeout(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === '57014') return true
+  }
+  return false
+}

@@ -25,13 +25,26 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
     idleTimeoutMillis: IDLE_TIMEOUT_MS,
     application_name: `gleaner:${config.INSTANCE_ID}`.slice(0, 63)
   })
-  // An idle client losing its server emits 'error' on the pool; unhandled, it kills the process.
-  pool.on('error', (err) => logger.warn({ err: { message: err.message } }, 'idle database connection lost'))
-  // A checked-out client has no pool listener: a transaction holds one between statements,
-  // and a server shutdown then emits 'error' on it, which, unhandled, kills the process.
-  // The statement that follows fails on its own (503), so nothing to do here.
-  pool.on('connect', (client) => client.on('error', () => {}))
+  // analytical reads get their own pool: however many summaries and exports run, ingest and
+  // the worker keep all DB_POOL_MAX connections
+  const readPool = new pg.Pool({
+    connectionString: config.DATABASE_URL,
+    max: config.DB_READ_POOL_MAX,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    statement_timeout: config.DB_READ_STATEMENT_TIMEOUT_MS || undefined,
+    idleTimeoutMillis: IDLE_TIMEOUT_MS,
+    application_name: `gleaner-reads:${config.INSTANCE_ID}`.slice(0, 63)
+  })
+  for (const p of [pool, readPool]) {
+    // An idle client losing its server emits 'error' on the pool; unhandled, it kills the process.
+    p.on('error', (err) => logger.warn({ err: { message: err.message } }, 'idle database connection lost'))
+    // A checked-out client has no pool listener: a transaction holds one between statements,
+    // and a server shutdown then emits 'error' on it, which, unhandled, kills the process.
+    // The statement that follows fails on its own (503), so nothing to do here.
+    p.on('connect', (client) => client.on('error', () => {}))
+  }
   const db = drizzle({ client: pool, schema }) as unknown as Db
+  const readDb = drizzle({ client: readPool, schema }) as unknown as Db
 
   // drizzle's transaction() on a pool checks a client out and sends BEGIN before its
   // try/finally, so a BEGIN that fails (a pooled connection the server has just cut) never
@@ -126,8 +139,21 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
     },
     async close() {
       for (const c of listeners.splice(0)) c.release(true)
-      await pool.end()
+      await Promise.all([pool.end(), readPool.end()])
     }
+  }
+  database.analytics = {
+    ...database,
+    db: readDb,
+    async query<T>(statement: Parameters<Database['query']>[0], executor: Executor = readDb) {
+      const res = (await executor.execute(statement)) as unknown as { rows: T[] }
+      return res.rows
+    },
+    async raw<T>(text: string, values: unknown[], name?: string) {
+      const res = await readPool.query({ text, values, name })
+      return res.rows as T[]
+    },
+    analytics: undefined
   }
   const url = new URL(config.DATABASE_URL!)
   return { database, describe: `postgresql://${url.host}${url.pathname}`, migrate: (log) => migratePostgres(pool, log) }

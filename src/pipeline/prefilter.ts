@@ -32,12 +32,27 @@ export function prefilterOptionsFrom(config: {
 
 const URL_RE = /\b(?:https?:\/\/|www\.)\S+/giu
 const HAS_URL_RE = /(?:https?:\/\/|www\.)\S+/iu
-const EMAIL_RE = /\S+@\S+\.\S+/gu
+// a whitespace-delimited token; an address is judged per token by isEmailLike, not by a
+// pattern like /\S+@\S+\.\S+/, which backtracks cubically on a run of '@' (issue #14)
+const TOKEN_RE = /\S+/gu
 // punctuation, symbols, and the marks and format characters emoji are built from
 // (variation selectors, zero-width joiners): none of them is a word
 const PUNCT_RE = /[\p{P}\p{S}\p{M}\p{Cf}]+/gu
-const NEVER_RE = /(?!)/g
 const HAS_WORD_CHAR_RE = /[\p{L}\p{N}]/u
+
+/**
+ * Whether a token has the shape local@domain.tld: an '@' after its first character and a '.'
+ * at least two characters after that '@' and before the token's last character. Two index
+ * scans: linear in the token.
+ */
+function isEmailLike(token: string): boolean {
+  const at = token.indexOf('@', 1)
+  return at !== -1 && token.lastIndexOf('.', token.length - 2) >= at + 2
+}
+
+function withoutEmails(text: string): string {
+  return text.includes('@') ? text.replace(TOKEN_RE, (token) => (isEmailLike(token) ? ' ' : token)) : text
+}
 
 const longestCache = new WeakMap<Set<string>, number>()
 function longestPhrase(phrases: Set<string>): number {
@@ -57,7 +72,7 @@ export function prefilter(messages: Message[], opts: PrefilterOptions): Prefilte
   const raw = userTexts.join(' ')
   // the link and address patterns backtrack: only run them where they can match
   const hasLink = raw.includes('http') || raw.includes('www.')
-  const withoutLinks = (hasLink ? raw.replace(URL_RE, ' ') : raw).replace(raw.includes('@') ? EMAIL_RE : NEVER_RE, ' ')
+  const withoutLinks = withoutEmails(hasLink ? raw.replace(URL_RE, ' ') : raw)
   const words = withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u).filter((w) => HAS_WORD_CHAR_RE.test(w))
   if (words.length === 0) {
     return HAS_URL_RE.test(raw) ? { skip: true, reason: 'links_only' } : { skip: true, reason: 'too_short' }

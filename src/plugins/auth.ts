@@ -18,6 +18,9 @@ declare module 'fastify' {
   }
 }
 
+/** Client IPs whose refusals are remembered; beyond it the oldest are forgotten (memory bound). */
+const AUTH_FAILURE_IPS = 10_000
+
 const BEARER_RE = /^Bearer\s+([A-Za-z0-9_\-.~+/=]{8,200})\s*$/i
 
 export default fp(
@@ -31,7 +34,16 @@ export default fp(
     const cache = new LRUCache<string, { key: ApiKey | null }>({ max: 10_000, ttl: Math.max(config.KEY_CACHE_TTL_MS, 1) })
     const repo = app.repos.apiKeys
 
+    // Refusals per client IP, counted in process: a flood of made-up keys (each a query) or of
+    // requests outside a key's scope is cut off with 429 before the look-up. The rate limiter
+    // cannot do this: it runs after auth, keyed by the key a refused request does not have.
+    const failures = new LRUCache<string, { count: number }>({ max: AUTH_FAILURE_IPS, ttl: config.RATE_LIMIT_WINDOW_MS })
+    const throttled = (req: FastifyRequest) => (failures.get(req.ip)?.count ?? 0) >= config.AUTH_FAILURES_PER_WINDOW
+
     const deny = (req: FastifyRequest, code: 'UNAUTHORIZED' | 'FORBIDDEN', reason: string, key?: ApiKey) => {
+      const seen = failures.get(req.ip)
+      if (seen) seen.count++
+      else failures.set(req.ip, { count: 1 })
       // audit line: who was refused and why; never the key or the header itself
       req.log.warn(
         { audit: 'auth_denied', reason, key_id: key?.id, key_prefix: key?.prefix, route: req.routeOptions.url, ip: req.ip },
@@ -43,6 +55,11 @@ export default fp(
     app.addHook('onRequest', async (req) => {
       const scope = req.routeOptions.config.scope
       if (!scope) return
+      if (throttled(req)) {
+        throw new AppError('RATE_LIMITED', 'too many refused requests from this address; retry later', {
+          retryAfter: Math.ceil((failures.getRemainingTTL(req.ip) || config.RATE_LIMIT_WINDOW_MS) / 1000)
+        })
+      }
       const m = BEARER_RE.exec(req.headers.authorization ?? '')
       if (!m) throw deny(req, 'UNAUTHORIZED', 'missing or malformed authorization header')
       const hash = hashKey(m[1]!)

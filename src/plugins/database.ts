@@ -19,6 +19,8 @@ export interface Repositories {
   usage: ReturnType<typeof usageRepository>
   apiKeys: ReturnType<typeof apiKeysRepository>
   erasure: ReturnType<typeof erasureRepository>
+  /** insights read on the analytical connections: what the analyst routes use */
+  insightReads: ReturnType<typeof insightsRepository>
 }
 
 declare module 'fastify' {
@@ -40,7 +42,8 @@ export default fp(
       analysisCache: analysisCacheRepository(database),
       usage: usageRepository(database),
       apiKeys: apiKeysRepository(database),
-      erasure: erasureRepository(database)
+      erasure: erasureRepository(database),
+      insightReads: insightsRepository(database.analytics ?? database)
     })
     // a database handed in by the caller (tests sharing one PGlite) is the caller's to close
     if (!opts.database) app.addHook('onClose', async () => database.close())

@@ -2,7 +2,7 @@
 // error is logged once (5xx at error, 4xx at info); the client gets only what is safe.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { isDatabaseUnavailable } from '../db/errors.ts'
+import { isDatabaseUnavailable, isStatementTimeout } from '../db/errors.ts'
 import { AppError, type ErrorCode } from '../errors.ts'
 import { describeAjvErrors } from '../validation.ts'
 
@@ -26,6 +26,9 @@ export function toAppError(err: FastifyError | AppError | Error): AppError {
     return new AppError('VALIDATION_FAILED', `${where}${details.map((d) => d.message).join('; ') || 'invalid request'}`, {
       details
     })
+  }
+  if (isStatementTimeout(err)) {
+    return new AppError('UNAVAILABLE', 'the database took too long to answer; retry later or narrow the filters', { retryAfter: 5, cause: err })
   }
   if (isDatabaseUnavailable(err)) {
     return new AppError('UNAVAILABLE', 'the database is unavailable; retry later', { retryAfter: 5, cause: err })
@@ -59,6 +62,12 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, e: AppError)
 export default fp(
   async (app) => {
     app.setErrorHandler((err: FastifyError, req, reply) => {
+      // a client that hangs up mid-upload is its own event, not a database outage (its
+      // ECONNRESET would read as one) and not an error of ours; nobody is left to answer
+      if (req.raw.aborted || (req.raw.destroyed && !req.raw.complete)) {
+        req.log.info({ code: 'CLIENT_ABORTED' }, 'client closed the connection mid-request')
+        return reply.code(400).send()
+      }
       const e = toAppError(err)
       if (e.statusCode >= 500) req.log.error({ err: (e.cause as Error) ?? e, code: e.code }, 'request failed')
       else req.log.info({ code: e.code, status: e.statusCode, reason: e.message }, 'request rejected')

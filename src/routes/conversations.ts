@@ -1,7 +1,7 @@
 // Producer routes (ingest) and the analyst's conversation read.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Config } from '../config.ts'
-import type { NewConversation } from '../db/conversations.ts'
+import { idempotencyKey, type NewConversation } from '../db/conversations.ts'
 import { GroupInserter } from '../db/group-insert.ts'
 import type { ConversationStatus, Message } from '../domain.ts'
 import { AppError, notFound, validationFailed } from '../errors.ts'
@@ -10,6 +10,8 @@ import { prefilter } from '../pipeline/prefilter.ts'
 import { createBodyAjv, describeAjvErrors, type FieldError } from '../validation.ts'
 import { presentConversation } from './present.ts'
 import { BatchOut, type ConversationIn, ConversationOut, conversationSchemas, ErrorBody, IdParams, IngestOut, UUID_RE } from './schemas.ts'
+
+const isQuotaExceeded = (err: unknown) => err instanceof AppError && err.code === 'QUOTA_EXCEEDED'
 
 
 /** Checks JSON Schema cannot say: metadata depth and serialized size. */
@@ -116,7 +118,15 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       if (errs.length) throw validationFailed(errs[0]!.message, errs)
       overloaded()
       const row = toRow(body)
-      await app.quotas.consume(req, 1)
+      try {
+        await app.quotas.consume(req, 1)
+      } catch (err) {
+        // a re-post of a stored conversation costs no quota: near the limit it is still a duplicate
+        const existing = isQuotaExceeded(err) ? (await conversations.findByKeys([row])).get(idempotencyKey(row.source, row.externalId)) : undefined
+        if (!existing) throw err
+        count(body.source, 'duplicate')
+        return reply.code(200).send({ id: existing.id, status: existing.status, duplicate: true })
+      }
       const res = await grouped.insert(row).catch(async (err) => {
         await app.quotas.refund(req, 1).catch(() => {})
         throw err
@@ -169,14 +179,24 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
         rows.push(toRow(item as ConversationIn))
         rowIndex.push(index)
       })
+      // quota is taken for the rows that are not already stored; near the limit, re-posted
+      // duplicates must not be refused (they are refunded below in the common case)
+      let prepaidDuplicates = 0
       if (rows.length) {
         overloaded()
-        await app.quotas.consume(req, rows.length)
+        try {
+          await app.quotas.consume(req, rows.length)
+        } catch (err) {
+          if (!isQuotaExceeded(err)) throw err
+          prepaidDuplicates = (await conversations.findByKeys(rows)).size
+          if (prepaidDuplicates === 0) throw err
+          await app.quotas.consume(req, rows.length - prepaidDuplicates)
+        }
       }
       // one INSERT statement for the whole batch: it commits or fails as one transaction
       const inserted = rows.length
         ? await conversations.insertMany(rows).catch(async (err) => {
-            await app.quotas.refund(req, rows.length).catch(() => {})
+            await app.quotas.refund(req, rows.length - prepaidDuplicates).catch(() => {})
             throw err
           })
         : []
@@ -196,7 +216,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
           if (res.status === 'pending') fresh.push(res.id)
         }
       })
-      if (duplicates) await app.quotas.refund(req, duplicates)
+      if (duplicates > prepaidDuplicates) await app.quotas.refund(req, duplicates - prepaidDuplicates)
       pipeline.enqueue(fresh)
       return reply.code(207).send({ results, accepted, duplicates, rejected: items.length - rows.length })
     }

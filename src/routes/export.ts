@@ -83,7 +83,7 @@ async function* exportChunks(repo: InsightsRepository, filters: InsightFilters, 
 }
 
 const exportRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const repo = app.repos.insights
+  const repo = app.repos.insightReads
 
   app.get(
     '/api/v1/insights/export',

@@ -19,7 +19,9 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
     const endpoints = pipeline.analyzer.endpoints?.()
     // serving from a fallback (the primary's own breaker not closed) is degraded too
     const primaryDown = endpoints !== undefined && endpoints[0]?.state !== 'closed'
-    const status = w.stuck ? ('stuck' as const) : w.paused || pipeline.breaker.state !== 'closed' || primaryDown ? ('degraded' as const) : ('ok' as const)
+    const store = app.rateLimitStore
+    const degraded = w.paused || pipeline.breaker.state !== 'closed' || primaryDown || Boolean(store?.degradedReason)
+    const status = w.stuck ? ('stuck' as const) : degraded ? ('degraded' as const) : ('ok' as const)
     return {
       status,
       version,
@@ -32,6 +34,11 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
       backlog: w.backlog,
       last_progress_at: w.last_progress_at,
       ...(endpoints ? { model_endpoints: endpoints } : {}),
+      rate_limit_store: store && {
+        policy: store.policy,
+        degraded_reason: store.degradedReason,
+        degraded_since: store.degradedSince?.toISOString() ?? null
+      },
       budget:
         limit === undefined
           ? null
@@ -88,6 +95,10 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
       }
       // the migrated schema answering is the check: the table exists only after migrations ran
       await timed('database', 2_000, () => app.database.query(sql`SELECT 1 FROM conversations LIMIT 0`))
+      // with policy closed a failing Redis refuses limited requests: not ready; otherwise it is
+      // reported here and in /health but the instance still serves
+      const store = app.rateLimitStore
+      if (store) checks.rate_limit_store = { ok: !store.degradedReason || store.policy !== 'closed', ...(store.degradedReason ? { error: store.degradedReason } : {}) }
       if (req.query.deep) await timed('model', 2_000, (signal) => pipeline.analyzer.ping(signal))
       const ok = Object.values(checks).every((c) => c.ok)
       return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks })

@@ -31,7 +31,7 @@ export function filtersFrom(q: Static<typeof SummaryQuery>): InsightFilters {
 }
 
 const insightsRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const repo = app.repos.insights
+  const repo = app.repos.insightReads
 
   app.get(
     '/api/v1/insights',

@@ -171,6 +171,15 @@ export const HealthOut = Type.Object({
   paused_reason: Type.Union([lits(PAUSE_REASONS), Type.Null()]),
   backlog: countsOf(BACKLOG_STATUSES),
   last_progress_at: Type.String(),
+  /** null without REDIS_URL (per-process limits, nothing to fail) */
+  rate_limit_store: Type.Union([
+    Type.Object({
+      policy: lits(['local', 'open', 'closed'] as const),
+      degraded_reason: Type.Union([Type.String(), Type.Null()]),
+      degraded_since: Type.Union([Type.String(), Type.Null()])
+    }),
+    Type.Null()
+  ]),
   budget: Type.Union([
     Type.Object({ limit_usd: Type.Number(), spent_usd: Type.Number(), remaining_usd: Type.Number(), resets_at: Type.String() }),
     Type.Null()

@@ -4,69 +4,12 @@
 // own and every conversation it acknowledged is stored and analysed.
 //
 // The test runs a PostgreSQL cluster of its own, so stopping it disturbs no other test.
-import { execFile, spawnSync } from 'node:child_process'
-import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { promisify } from 'node:util'
 import pg from 'pg'
 import t from 'tap'
 import { body, buildTestApp, conversation, listen, waitFor } from '../helper.ts'
-import { freePort } from './server-process.ts'
+import { pgClusterSkip, startCluster } from '../pg-cluster.ts'
 
-const run = promisify(execFile)
-const PGBIN = '/usr/lib/postgresql/15/bin'
-
-const skip = !process.env.DATABASE_URL
-  ? 'needs a real PostgreSQL: set DATABASE_URL (CI sets it)'
-  : !existsSync(join(PGBIN, 'initdb'))
-    ? `PostgreSQL 15 binaries not found in ${PGBIN} (apt-get install -y postgresql-15)`
-    : false
-
-/** A throwaway cluster; PostgreSQL refuses to run as root, so it runs as `postgres`. */
-async function startCluster(t: { teardown(fn: () => unknown): void }) {
-  const dir = mkdtempSync(join(tmpdir(), 'gleaner-pg-'))
-  const data = join(dir, 'data')
-  const { uid, gid } = await userIds('postgres')
-  mkdirSync(data, { mode: 0o700 })
-  chownSync(dir, uid, gid)
-  chownSync(data, uid, gid)
-  const port = await freePort()
-  const pgAs = (bin: string, ...args: string[]) => run('runuser', ['-u', 'postgres', '--', join(PGBIN, bin), ...args])
-  let running = false
-  // a test process that ends without its teardown (an uncaught error, a hung close) must
-  // not leave a postmaster behind: 'exit' handlers may only do synchronous work
-  const stopOnExit = () => {
-    if (running) spawnSync('runuser', ['-u', 'postgres', '--', join(PGBIN, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'])
-    rmSync(dir, { recursive: true, force: true })
-  }
-  process.once('exit', stopOnExit)
-  t.teardown(async () => {
-    process.off('exit', stopOnExit)
-    if (running) await pgAs('pg_ctl', '-D', data, '-m', 'immediate', '-w', 'stop').catch(() => {})
-    rmSync(dir, { recursive: true, force: true })
-  })
-  await pgAs('initdb', '-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync')
-  const cluster = {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-    async start() {
-      await pgAs('pg_ctl', '-D', data, '-l', join(dir, 'log'), '-w', '-o', `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1`, 'start')
-      running = true
-    },
-    /** fast: connections are cut at once, as in a failover or a crashed primary */
-    async stop() {
-      await pgAs('pg_ctl', '-D', data, '-m', 'fast', '-w', 'stop')
-      running = false
-    }
-  }
-  await cluster.start()
-  return cluster
-}
-
-async function userIds(name: string) {
-  const [uid, gid] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])])
-  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) }
-}
+const skip = pgClusterSkip
 
 type Phase = 'before' | 'outage' | 'after'
 interface Seen {

@@ -29,7 +29,7 @@ for (const backend of backends()) {
     })
     const app = await buildTestApp(
       t,
-      { ...(await backendEnv(t, backend)), AUTH: 'on', WORKER_ENABLED: 'false', KEY_CACHE_TTL_MS: '200', RATE_LIMIT_ANONYMOUS: '100000', RATE_LIMIT_FREE: '100000' },
+      { ...(await backendEnv(t, backend)), AUTH: 'on', WORKER_ENABLED: 'false', KEY_CACHE_TTL_MS: '200', RATE_LIMIT_ANONYMOUS: '100000', RATE_LIMIT_FREE: '100000', AUTH_FAILURES_PER_WINDOW: '100000' },
       { logger: pino({ level: 'debug' }, capture) }
     )
     const keys = {
