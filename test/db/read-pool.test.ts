@@ -1,7 +1,7 @@
 // Analytical reads on PostgreSQL run on their own, smaller pool with their own statement
 // timeout: reads stuck on every analytical connection leave ingest its connections, and a
 // read cut by the timeout (SQLSTATE 57014) is a 503 with Retry-After, never a 500.
-// A lock on the insights table makes the reads wait for as long as the test wants.
+// A lock on the insights table and its rollups makes the reads wait for as long as the test wants.
 
 import pg from 'pg'
 import t from 'tap'
@@ -14,7 +14,8 @@ async function lockInsights(t: { teardown(fn: () => unknown): void }, url: strin
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   await client.query('BEGIN')
-  await client.query('LOCK TABLE insights IN ACCESS EXCLUSIVE MODE')
+  // the summary reads the rollups, the lists read insights: both wait
+  await client.query('LOCK TABLE insights, insight_rollups, insight_rollups_narrow, insight_topic_rollups, insight_topic_totals IN ACCESS EXCLUSIVE MODE')
   let held = true
   const release = async () => {
     if (!held) return
