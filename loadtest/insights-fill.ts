@@ -4,18 +4,20 @@
 import { COMMON_TOPICS, INTENTS, SENTIMENTS, URGENCIES } from '../src/domain.ts'
 
 /**
- * Inserts `count` conversations (status analyzed) and their insights, numbered from `first`,
+ * Inserts `count` analysed conversations (with their idempotency keys) and their insights, numbered from `first`,
  * one second apart going back from `newest`. Every seventh summary carries quotes, commas
  * and a line break, so CSV quoting is exercised on every batch.
  */
 export const FILL_INSIGHTS_SQL = `
 WITH c AS (
-  INSERT INTO conversations (id, source, external_id, messages, status, text_hash, received_at, analyzed_at, updated_at)
+  INSERT INTO conversations (id, source, external_id, messages, text_hash, received_at)
   SELECT gen_random_uuid(), 'fill-' || (g % 5), 'fill-' || g,
          jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'I was charged twice for order ' || g || ', please refund it.')),
-         'analyzed', md5(g::text), t, t, t
+         md5(g::text), t
   FROM generate_series($1::int, $1::int + $2::int - 1) AS g, LATERAL (SELECT $3::timestamptz - g * interval '1 second' AS t) AS x
   RETURNING id, source, external_id, received_at
+), k AS (
+  INSERT INTO conversation_keys (source, external_id, producer, conversation_id) SELECT source, external_id, '', id FROM c
 )
 INSERT INTO insights (conversation_id, source, sentiment, sentiment_score, topics, intent, urgency, summary, language, model,
                       prompt_version, input_tokens, output_tokens, cost_usd, created_at)

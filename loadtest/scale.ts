@@ -42,18 +42,20 @@ const log = (...a: unknown[]) => console.error('[scale]', ...a)
 const SOURCES = ['web-chat', 'email', 'phone', 'app-review', 'social']
 const FILL_SQL = `
 WITH c AS (
-  INSERT INTO conversations (id, source, external_id, messages, metadata, status, text_hash, received_at, analyzed_at, updated_at, available_at)
+  INSERT INTO conversations (id, source, external_id, messages, metadata, text_hash, received_at)
   SELECT gen_random_uuid(), src, 'scale-' || g,
          jsonb_build_array(
            jsonb_build_object('role', 'user', 'content', 'Hello, order ' || g || ' ' || repeat('was charged twice and the invoice shows the wrong amount, ', 6)),
            jsonb_build_object('role', 'agent', 'content', 'Sorry about that, I am looking into order ' || g || ' right now and will refund the duplicate charge.'),
            jsonb_build_object('role', 'user', 'content', 'Thanks, please also fix the invoice address.')),
          jsonb_build_object('customer_id', 'cust-' || (g % 200000), 'plan', (ARRAY['free','pro','enterprise'])[1 + g % 3]),
-         'analyzed', md5(g::text), t, t, t, t
+         md5(g::text), t
   FROM generate_series($1::int, $1::int + $2::int - 1) AS g,
        LATERAL (SELECT $3::timestamptz - (g::float8 / $4::float8) * interval '${SPAN_DAYS} days' AS t,
                        ($5::text[])[1 + floor(power(random(), 1.8) * cardinality($5::text[]))::int] AS src) AS x
-  RETURNING id, source, received_at
+  RETURNING id, source, external_id, received_at
+), k AS (
+  INSERT INTO conversation_keys (source, external_id, producer, conversation_id) SELECT source, external_id, '', id FROM c
 )
 INSERT INTO insights (conversation_id, source, sentiment, sentiment_score, topics, intent, urgency, summary, language, model,
                       prompt_version, input_tokens, output_tokens, cost_usd, created_at)

@@ -101,7 +101,12 @@ export const ConfigSchema = Type.Object({
   BATCH_INITIAL: Int(20, 1, 10_000, 'batch size at start'),
   BATCH_LATENCY_TARGET_MS: Int(10_000, 1, 600_000, 'a batch slower than this shrinks the batch size'),
   SWEEP_INTERVAL_MS: Int(1_000, 10, 600_000, 'how often the sweep reclaims expired leases, refreshes the backlog and wakes the worker'),
-  LEASE_SECONDS: Int(300, 1, 86_400, 'a claim not finished by then is reclaimed by any instance; must exceed model timeout × retries'),
+  LEASE_SECONDS: Int(
+    30,
+    3,
+    86_400,
+    'a claim not renewed for this long is reclaimed by any instance; batches in flight renew theirs every third of it, so a crashed instance\'s work is back within one lease while a slow model call keeps its claim'
+  ),
   MAX_ATTEMPTS: Int(5, 1, 100, 'claims before a conversation becomes a dead letter (failed)'),
   RETRY_BASE_MS: Int(2_000, 0, 3_600_000, 'first back-off after a failed analysis; doubles per attempt'),
   STUCK_AFTER_SECONDS: Int(300, 1, 86_400, 'work waiting and no batch finished for this long → /health answers 503 stuck'),

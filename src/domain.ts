@@ -40,9 +40,14 @@ export type ConversationStatus = (typeof CONVERSATION_STATUSES)[number]
 /** What ingest stores: the prefilter's verdict, taken once and kept (the worker never re-judges). */
 export const INGEST_STATUSES = ['pending', 'skipped'] as const satisfies readonly ConversationStatus[]
 export type IngestStatus = (typeof INGEST_STATUSES)[number]
-/** Statuses that still hold work or need an operator: counted for the backlog gauge and /health. */
+/**
+ * Statuses that still hold work or need an operator: the states of a conversation's row in
+ * the work queue (conversation_queue), counted for the backlog gauge and /health.
+ */
 export const BACKLOG_STATUSES = ['pending', 'processing', 'failed'] as const satisfies readonly ConversationStatus[]
 export type BacklogStatus = (typeof BACKLOG_STATUSES)[number]
+export const QUEUE_STATES = BACKLOG_STATUSES
+export type QueueState = BacklogStatus
 
 // ---------------------------------------------------------------------------------------
 // API keys: what a key may do (scopes) and which limits it gets (tiers; the limits per

@@ -1,4 +1,4 @@
-// npm run keys -- create --name N --scopes ingest,read [--tier free|pro|enterprise] [--url URL]
+// npm run keys -- create --name N --scopes ingest,read [--tier free|pro|enterprise] [--producer P] [--url URL]
 // npm run keys -- list [--url URL]
 // npm run keys -- revoke <id or prefix> [--url URL]
 //
@@ -19,10 +19,11 @@ import { SCOPES, type Scope, TIERS, type Tier } from './domain.ts'
 import { createLogger } from './logger.ts'
 
 const usage = `usage:
-  npm run keys -- create --name NAME --scopes ${SCOPES.join(',')} [--tier ${TIERS.join('|')}] [--url URL]
+  npm run keys -- create --name NAME --scopes ${SCOPES.join(',')} [--tier ${TIERS.join('|')}] [--producer P] [--url URL]
   npm run keys -- list [--url URL]
   npm run keys -- revoke <id or prefix> [--url URL]
-with --url, the admin key is read from GLEANER_ADMIN_KEY`
+with --url, the admin key is read from GLEANER_ADMIN_KEY; --producer names an existing
+producer (when rotating a key, its predecessor's, shown by list) so re-posts stay duplicates`
 
 // sysexits.h: what went wrong, for scripts
 const EX_USAGE = 64
@@ -38,13 +39,16 @@ interface KeyView {
   name: string
   scopes: string[]
   tier: string
+  producer: string
   createdAt: string
   revokedAt: string | null
 }
 
+type KeyInput = { name: string; scopes: Scope[]; tier: Tier; producer?: string }
+
 /** What the commands need: the database itself, or a running server's admin routes. */
 interface KeyStore {
-  create(input: { name: string; scopes: Scope[]; tier: Tier }): Promise<{ key: string; id: string }>
+  create(input: KeyInput): Promise<{ key: string; id: string }>
   list(): Promise<KeyView[]>
   revoke(idOrPrefix: string): Promise<number>
   close(): Promise<void>
@@ -93,7 +97,10 @@ async function databaseStore(config: Config): Promise<KeyStore> {
   return {
     async create(input) {
       const { key, record } = await repo.create(input)
-      logger.warn({ audit: 'key_created', key_id: record.id, key_prefix: record.prefix, scopes: record.scopes, tier: record.tier }, 'API key created')
+      logger.warn(
+        { audit: 'key_created', key_id: record.id, key_prefix: record.prefix, scopes: record.scopes, tier: record.tier, producer: record.producer },
+        'API key created'
+      )
       return { key, id: record.id }
     },
     async list() {
@@ -166,14 +173,20 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { name: { type: 'string' }, scopes: { type: 'string' }, tier: { type: 'string', default: 'free' }, url: { type: 'string' } }
+    options: {
+      name: { type: 'string' },
+      scopes: { type: 'string' },
+      tier: { type: 'string', default: 'free' },
+      producer: { type: 'string' },
+      url: { type: 'string' }
+    }
   })
   const [command, arg] = positionals
   if (!command || !['create', 'list', 'revoke'].includes(command)) {
     console.error(usage)
     return EX_USAGE
   }
-  let input: { name: string; scopes: Scope[]; tier: Tier } | undefined
+  let input: KeyInput | undefined
   if (command === 'create') {
     const scopes = (values.scopes ?? '').split(',').map((s) => s.trim()).filter(Boolean)
     const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s))
@@ -185,7 +198,11 @@ async function main(argv: string[]): Promise<number> {
       console.error(`unknown tier ${values.tier}; use ${TIERS.join(', ')}`)
       return EX_USAGE
     }
-    input = { name: values.name, scopes: scopes as Scope[], tier: values.tier as Tier }
+    if (values.producer !== undefined && !/^[A-Za-z0-9._:-]{1,100}$/.test(values.producer)) {
+      console.error('--producer must be 1 to 100 letters, digits or . _ : -')
+      return EX_USAGE
+    }
+    input = { name: values.name, scopes: scopes as Scope[], tier: values.tier as Tier, ...(values.producer ? { producer: values.producer } : {}) }
   }
   if (command === 'revoke' && !arg) {
     console.error(usage)
@@ -218,7 +235,9 @@ async function main(argv: string[]): Promise<number> {
     }
     if (command === 'list') {
       for (const k of await store.list()) {
-        console.log([k.id, k.prefix, k.name, k.scopes.join(','), k.tier, k.createdAt, k.revokedAt ? `revoked ${k.revokedAt}` : 'active'].join('\t'))
+        console.log(
+          [k.id, k.prefix, k.name, k.scopes.join(','), k.tier, `producer ${k.producer || "''"}`, k.createdAt, k.revokedAt ? `revoked ${k.revokedAt}` : 'active'].join('\t')
+        )
       }
       return 0
     }

@@ -188,6 +188,24 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       buckets: INSIGHT_BUCKETS,
       registers: r
     }),
+    claimDuration: new client.Histogram({
+      name: 'gleaner_claim_duration_seconds',
+      help: 'One claim statement of the worker (by ids from the in-process queue, or the oldest pending rows)',
+      labelNames: ['kind'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: r
+    }),
+    claimsHeld: new client.Gauge({
+      name: 'gleaner_worker_claims',
+      help: 'Conversations this instance holds claims on: in_flight (in a batch, leases renewed) or stranded (the release failed; retried every sweep, never renewed)',
+      labelNames: ['state'] as const,
+      registers: r
+    }),
+    leasesLost: new client.Counter({
+      name: 'gleaner_worker_leases_lost_total',
+      help: 'Claims of batches in flight found reclaimed by another instance at renewal (this instance was too slow to renew); their insights are not stored by this instance',
+      registers: r
+    }),
     workerPaused: new client.Gauge({
       name: 'gleaner_worker_paused',
       help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted, database_unavailable)',

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs'
 import autocannon from 'autocannon'
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../src/db/client.ts'
-import { statusLiteral } from '../../src/db/schema.ts'
 import { conversationFor } from '../workload.ts'
 
 export interface LoadResult {
@@ -73,7 +72,7 @@ export async function waitDrained(url: string, onTick?: () => void) {
 /** Conversations analysed per second, from the first to the last analysed_at. */
 export async function drainRate(db: Database) {
   const [r] = await db.query<{ n: number; s: number }>(
-    sql`SELECT count(*)::int AS n, extract(epoch FROM max(analyzed_at) - min(analyzed_at))::float8 AS s FROM conversations WHERE status = ${sql.raw(statusLiteral('analyzed'))}`
+    sql`SELECT count(*)::int AS n, extract(epoch FROM max(created_at) - min(created_at))::float8 AS s FROM insights`
   )
   return r!.s > 0 ? r!.n / r!.s : 0
 }
@@ -93,13 +92,13 @@ export async function rawInserts(db: Database, rowsPerStatement: number, seconds
   const until = Date.now() + seconds * 1000
   const one = (i: number) => {
     const c = conversationFor(i)
-    return sql`(gen_random_uuid(), ${c.source}, ${JSON.stringify(c.messages)}::jsonb, ${JSON.stringify(c.metadata)}::jsonb, ${sql.raw(statusLiteral('pending'))}, md5(${String(i)}))`
+    return sql`(gen_random_uuid(), ${c.source}, ${JSON.stringify(c.messages)}::jsonb, ${JSON.stringify(c.metadata)}::jsonb, md5(${String(i)}))`
   }
   await Promise.all(
     Array.from({ length: lanes }, async () => {
       while (Date.now() < until) {
         const values = Array.from({ length: rowsPerStatement }, () => one(seq++))
-        await db.query(sql`INSERT INTO conversations (id, source, messages, metadata, status, text_hash) VALUES ${sql.join(values, sql`, `)}`)
+        await db.query(sql`INSERT INTO conversations (id, source, messages, metadata, text_hash) VALUES ${sql.join(values, sql`, `)}`)
         rows += rowsPerStatement
       }
     })

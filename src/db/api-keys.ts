@@ -12,6 +12,8 @@ export interface ApiKey {
   prefix: string
   scopes: Scope[]
   tier: Tier
+  /** the idempotency scope of what it ingests (see schema.ts) */
+  producer: string
 }
 
 export const KEY_PREFIX = 'gln_'
@@ -30,9 +32,14 @@ export function quotaPeriods(now = new Date()) {
 export function apiKeysRepository(database: Database) {
   const { db } = database
   return {
-    async create(input: { name: string; scopes: Scope[]; tier: Tier }): Promise<{ key: string; record: ApiKey; createdAt: Date }> {
+    /**
+     * A new key. Its producer is its own id unless one is given: a key made to replace
+     * another (a rotation) names the old key's producer, so re-posts stay duplicates.
+     */
+    async create(input: { name: string; scopes: Scope[]; tier: Tier; producer?: string }): Promise<{ key: string; record: ApiKey; createdAt: Date }> {
       const key = generateKey()
-      const record = { id: uuidv7(), name: input.name, prefix: key.slice(0, 12), scopes: input.scopes, tier: input.tier }
+      const id = uuidv7()
+      const record = { id, name: input.name, prefix: key.slice(0, 12), scopes: input.scopes, tier: input.tier, producer: input.producer ?? id }
       const createdAt = new Date()
       await db.insert(apiKeys).values({ ...record, keyHash: hashKey(key), createdAt })
       return { key, record, createdAt }
@@ -41,7 +48,7 @@ export function apiKeysRepository(database: Database) {
     /** Equality on the hash: the database never compares secrets, so timing tells nothing. */
     async findActiveByHash(hash: string): Promise<ApiKey | null> {
       const rows = await db
-        .select({ id: apiKeys.id, name: apiKeys.name, prefix: apiKeys.prefix, scopes: apiKeys.scopes, tier: apiKeys.tier })
+        .select({ id: apiKeys.id, name: apiKeys.name, prefix: apiKeys.prefix, scopes: apiKeys.scopes, tier: apiKeys.tier, producer: apiKeys.producer })
         .from(apiKeys)
         .where(and(eq(apiKeys.keyHash, hash), isNull(apiKeys.revokedAt)))
         .limit(1)
@@ -57,6 +64,7 @@ export function apiKeysRepository(database: Database) {
           prefix: apiKeys.prefix,
           scopes: apiKeys.scopes,
           tier: apiKeys.tier,
+          producer: apiKeys.producer,
           createdAt: apiKeys.createdAt,
           revokedAt: apiKeys.revokedAt
         })

@@ -1,6 +1,7 @@
-// Erasure: a data subject's conversations go, with their insights (by cascade; the rollup
-// triggers take them out of the summaries in the same transaction) and the analysis cache
-// entries made from their text; an audit row says who asked, how and which ids, never what.
+// Erasure: a data subject's conversations go, with their work-queue rows, idempotency keys,
+// insights (the rollup triggers take them out of the summaries in the same transaction) and
+// the analysis cache entries made from their text; an audit row says who asked, how and
+// which ids, never what.
 import { sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import { cacheKey } from '../pipeline/normalize.ts'
@@ -39,7 +40,8 @@ export function erasureRepository(database: Database) {
         selector.kind === 'id'
           ? sql`c.id = ${selector.id}`
           : selector.kind === 'external_id'
-            ? sql`c.source = ${selector.source} AND c.external_id = ${selector.externalId}`
+            ? // every producer's: the key's (source, external_id) prefix serves it
+            sql`c.id IN (SELECT conversation_id FROM conversation_keys WHERE source = ${selector.source} AND external_id = ${selector.externalId})`
             : // containment, so the jsonb_path_ops index serves it
               sql`c.metadata @> jsonb_build_object(${selector.key}::text, ${JSON.stringify(selector.value)}::jsonb)`
       return database.transaction(async (tx) => {
@@ -57,8 +59,16 @@ export function erasureRepository(database: Database) {
             if (r.model && r.prompt_version) keys.add(cacheKey(r.text_hash, r.model, r.prompt_version))
             for (const a of analyzers) keys.add(cacheKey(r.text_hash, a.model, a.promptVersion))
           }
+          const idArray = `{${ids.join(',')}}`
           await database.query(sql`DELETE FROM analysis_cache WHERE key = ANY(${`{${[...keys].join(',')}}`}::text[])`, tx)
-          await database.query(sql`DELETE FROM conversations WHERE id = ANY(${`{${ids.join(',')}}`}::uuid[])`, tx)
+          // The queue rows first: a batch storing one of these insights right now holds its
+          // queue row until it commits, so this waits for it, and the insight delete after it
+          // (a statement with a fresh snapshot) then sees that insight. A batch that comes
+          // later finds no queue row and stores nothing.
+          await database.query(sql`DELETE FROM conversation_queue WHERE conversation_id = ANY(${idArray}::uuid[])`, tx)
+          await database.query(sql`DELETE FROM insights WHERE conversation_id = ANY(${idArray}::uuid[])`, tx)
+          await database.query(sql`DELETE FROM conversation_keys WHERE conversation_id = ANY(${idArray}::uuid[])`, tx)
+          await database.query(sql`DELETE FROM conversations WHERE id = ANY(${idArray}::uuid[])`, tx)
         }
         const auditId = uuidv7()
         await database.query(

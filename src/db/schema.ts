@@ -15,15 +15,15 @@ import {
   real,
   text,
   timestamp,
-  uniqueIndex,
   uuid
 } from 'drizzle-orm/pg-core'
 import {
-  CONVERSATION_STATUSES,
   type ConversationStatus,
   type InsightFields,
   type Intent,
   type Message,
+  QUEUE_STATES,
+  type QueueState,
   type Scope,
   type Sentiment,
   type Tier,
@@ -39,41 +39,88 @@ const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date
  */
 export const statusLiteral = (status: ConversationStatus) => `'${status}'`
 
+/*
+ * A conversation is written once, at ingest, and never updated: the churn of analysis
+ * (claims, leases, attempts, back-off, dead letters) lives in conversation_queue, a narrow
+ * table holding only the work still to do, and the outcome is the insight. Before, every
+ * status change rewrote this wide row (no HOT update could apply: the status was in partial
+ * indexes), so a 1M drain grew the heap by a quarter and doubled the primary key, and the
+ * claim walked dead entries of an index on the big table. A conversation's status is read
+ * from where it is (see STATUS_OF in conversations.ts).
+ */
 export const conversations = pgTable(
   'conversations',
   {
     // UUIDv7, made by the app: time-ordered, so the primary key index grows at its right edge.
     id: uuid('id').primaryKey(),
+    // the idempotency scope: who sent it (api_keys.producer; '' for rows from before 0003 and for AUTH=off)
+    producer: text('producer').notNull().default(''),
     source: text('source').notNull(),
     externalId: text('external_id'),
     messages: jsonb('messages').$type<Message[]>().notNull(),
     metadata: jsonb('metadata').$type<Record<string, unknown>>(),
-    status: text('status').$type<ConversationStatus>().notNull().default('pending'),
+    // the prefilter's verdict at ingest: set means skipped, never analysed
     skipReason: text('skip_reason'),
-    attempts: integer('attempts').notNull().default(0),
     textHash: text('text_hash').notNull(),
-    receivedAt: tstz('received_at').notNull().defaultNow(),
-    analyzedAt: tstz('analyzed_at'),
-    updatedAt: tstz('updated_at').notNull().defaultNow(),
-    // earliest time a pending row may be claimed again (back-off after a failed attempt)
-    availableAt: tstz('available_at').notNull().defaultNow(),
-    leaseOwner: text('lease_owner'),
-    leaseExpiresAt: tstz('lease_expires_at'),
-    lastError: text('last_error')
+    receivedAt: tstz('received_at').notNull().defaultNow()
   },
   (t) => [
-    // the idempotency key; rows without external_id never collide (NULLs are distinct)
-    uniqueIndex('conversations_source_external_id_uq').on(t.source, t.externalId),
-    // claims take the oldest pending rows; partial, so it stays as small as the backlog
-    index('conversations_pending_idx').on(t.receivedAt, t.id).where(sql.raw(`status = ${statusLiteral('pending')}`)),
-    // the sweep finds expired leases of crashed instances
-    index('conversations_processing_lease_idx').on(t.leaseExpiresAt).where(sql.raw(`status = ${statusLiteral('processing')}`)),
-    // dead letters, newest failure first
-    index('conversations_failed_idx').on(t.updatedAt, t.id).where(sql.raw(`status = ${statusLiteral('failed')}`)),
     // erasure by a metadata key (a customer id): containment (@>) only, so the smaller jsonb_path_ops
-    index('conversations_metadata_gin').using('gin', t.metadata.op('jsonb_path_ops')),
-    // the CHECK is written out from the domain list; a new status needs a migration (db:generate shows the diff)
-    check('conversations_status_ck', sql.raw(`status in (${CONVERSATION_STATUSES.map((s) => `'${s}'`).join(', ')})`))
+    index('conversations_metadata_gin').using('gin', t.metadata.op('jsonb_path_ops'))
+  ]
+)
+
+/**
+ * The idempotency keys: (source, external_id) is unique per producer, so one producer can
+ * neither squat another's keys nor be answered "duplicate" with another's text. A table of
+ * its own (not a unique index on conversations) so that conversations can be partitioned by
+ * time, which a unique index across partitions does not allow. Source first: an erasure by
+ * (source, external_id) across producers reads this key's prefix.
+ */
+export const conversationKeys = pgTable(
+  'conversation_keys',
+  {
+    source: text('source').notNull(),
+    externalId: text('external_id').notNull(),
+    producer: text('producer').notNull(),
+    conversationId: uuid('conversation_id').notNull()
+  },
+  (t) => [
+    primaryKey({ name: 'conversation_keys_pk', columns: [t.source, t.externalId, t.producer] }),
+    // erasure and retention remove a conversation's key by its id
+    index('conversation_keys_conversation_idx').on(t.conversationId)
+  ]
+)
+
+/**
+ * Work still to do: one row per conversation that is pending, claimed (processing) or dead
+ * (failed). A stored insight deletes its row in the same statement, so the table is as
+ * small as the backlog and stays in memory however large conversations grows.
+ */
+export const conversationQueue = pgTable(
+  'conversation_queue',
+  {
+    conversationId: uuid('conversation_id').primaryKey(),
+    state: text('state').$type<QueueState>().notNull().default('pending'),
+    // claims take the oldest first: the conversation's own received_at, copied here
+    receivedAt: tstz('received_at').notNull(),
+    // earliest time a pending row may be claimed again (back-off after a failed attempt)
+    availableAt: tstz('available_at').notNull(),
+    attempts: integer('attempts').notNull().default(0),
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    lastError: text('last_error'),
+    updatedAt: tstz('updated_at').notNull().defaultNow()
+  },
+  (t) => [
+    // claims take the oldest pending rows; partial, so it stays as small as the pending backlog
+    index('conversation_queue_pending_idx').on(t.receivedAt, t.conversationId).where(sql.raw(`state = ${statusLiteral('pending')}`)),
+    // the sweep finds expired leases of crashed instances
+    index('conversation_queue_processing_idx').on(t.leaseExpiresAt).where(sql.raw(`state = ${statusLiteral('processing')}`)),
+    // dead letters, newest failure first
+    index('conversation_queue_failed_idx').on(t.updatedAt, t.conversationId).where(sql.raw(`state = ${statusLiteral('failed')}`)),
+    // the CHECK is written out from the domain list; a new state needs a migration (db:generate shows the diff)
+    check('conversation_queue_state_ck', sql.raw(`state in (${QUEUE_STATES.map((s) => `'${s}'`).join(', ')})`))
   ]
 )
 
@@ -81,10 +128,11 @@ export const insights = pgTable(
   'insights',
   {
     // one insight per conversation, enforced here: a lease that expires during a slow model
-    // call can never produce a second insight
-    conversationId: uuid('conversation_id')
-      .primaryKey()
-      .references(() => conversations.id, { onDelete: 'cascade' }),
+    // call can never produce a second insight. No foreign key: its check locked the
+    // conversation row (FOR KEY SHARE) for every insight stored, dirtying pages of the
+    // write-once table; the store statement stores only for a queue row it deletes, and
+    // erasure deletes insights itself (src/db/erasure.ts).
+    conversationId: uuid('conversation_id').primaryKey(),
     source: text('source').notNull(),
     sentiment: text('sentiment').$type<Sentiment>().notNull(),
     // named as the domain names the field, so an insight is stored and read without renaming
@@ -101,6 +149,8 @@ export const insights = pgTable(
     inputTokens: integer('input_tokens').notNull().default(0),
     outputTokens: integer('output_tokens').notNull().default(0),
     costUsd: doublePrecision('cost_usd').notNull().default(0),
+    // the claims it took (1 unless a model call failed and was retried), kept from the queue row
+    attempts: integer('attempts').notNull().default(1),
     createdAt: tstz('created_at').notNull().defaultNow()
   },
   (t) => [
@@ -242,6 +292,9 @@ export const apiKeys = pgTable('api_keys', {
   // sha256 of the whole key; the key itself is never stored
   keyHash: text('key_hash').notNull().unique(),
   prefix: text('prefix').notNull(),
+  // the idempotency scope of what this key ingests: its own id unless created for an existing
+  // producer (a rotated key keeps its predecessor's); '' for keys from before migration 0003
+  producer: text('producer').notNull().default(''),
   scopes: text('scopes').array().$type<Scope[]>().notNull(),
   tier: text('tier').$type<Tier>().notNull().default('free'),
   createdAt: tstz('created_at').notNull().defaultNow(),

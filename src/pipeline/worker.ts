@@ -43,7 +43,19 @@ export interface WorkerDeps {
   budget: DailyBudget
   metrics: Metrics
   logger: Logger
+  /**
+   * Only this process can open the database (PGlite: its folder is locked), so every claim
+   * found at start is a dead process's and is taken back at once, not after its lease.
+   */
+  exclusiveDatabase?: boolean
 }
+
+/**
+ * Leases are renewed at a third of LEASE_SECONDS: two renewals in a row can fail (a database
+ * blip) before a live batch loses its claims, and a dead instance's claims come back within
+ * one lease.
+ */
+const LEASE_RENEWALS_PER_LEASE = 3
 
 // hourly is plenty: an expired row is already ignored by look-ups, only its space waits
 const CACHE_PURGE_EVERY_MS = 3_600_000
@@ -72,7 +84,12 @@ export interface WorkerStatus {
   stuck: boolean
   last_progress_at: string
   backlog: Record<BacklogStatus, number>
+  /** this instance's claims: in batches (leases renewed), or stranded by a failed release (retried) */
+  claims: { in_flight: number; stranded: number }
 }
+
+/** A release that failed (the database was away): kept and tried again by every sweep. */
+type StrandedRelease = { kind: 'claims'; ids: string[]; delayMs: number } | { kind: 'failed'; failures: ItemFailure[] }
 
 /** Emits 'stored' with the ids of insights this process stored (the live stream listens). */
 export class Worker extends EventEmitter {
@@ -82,6 +99,10 @@ export class Worker extends EventEmitter {
   private readonly batches: PQueue
   private readonly abort = new AbortController()
   private sweepTimer: NodeJS.Timeout | undefined
+  private renewTimer: NodeJS.Timeout | undefined
+  /** the claimed ids of each batch in flight: what the heartbeat renews */
+  private readonly inFlight = new Map<number, string[]>()
+  private stranded: StrandedRelease[] = []
   private sweepTicks = 0
   private lastCachePurgeAt = Date.now()
   private lastProgressAt = Date.now()
@@ -103,7 +124,10 @@ export class Worker extends EventEmitter {
   async start(): Promise<void> {
     if (this.running) return
     this.running = true
+    if (this.d.exclusiveDatabase) await this.takeBackDeadClaims().catch((err) => this.log.warn({ err: { message: (err as Error).message } }, 'could not take back claims at start'))
     await this.sweep().catch((err) => this.log.warn({ err }, 'first sweep failed'))
+    this.renewTimer = setInterval(() => void this.renewLeases(), (this.d.config.LEASE_SECONDS * 1000) / LEASE_RENEWALS_PER_LEASE)
+    this.renewTimer.unref()
     this.sweepTimer = setInterval(() => {
       this.sweep().catch((err) => this.log.warn({ err: { message: (err as Error).message } }, 'sweep failed'))
     }, this.d.config.SWEEP_INTERVAL_MS)
@@ -137,9 +161,12 @@ export class Worker extends EventEmitter {
       this.abort.abort(new Error('shutting down'))
       await Promise.race([idle, new Promise((r) => setTimeout(r, ABORT_GRACE_MS).unref())])
     }
+    clearInterval(this.renewTimer) // no batch is left to renew; release takes back everything
     await this.backlogRefresh // a count in flight must not outlive the pool it runs on
     try {
       const released = await this.d.conversations.releaseClaims('all', this.owner)
+      this.stranded = [] // 'all' covered them
+      this.reportClaims()
       if (released) this.log.info({ released }, 'released unfinished claims')
     } catch (err) {
       this.log.warn({ err: { message: (err as Error).message } }, 'could not release claims; their leases will expire')
@@ -162,13 +189,75 @@ export class Worker extends EventEmitter {
         this.running &&
         (!this.loopAlive || (this.pausedFor === null && waiting && idleFor > this.d.config.STUCK_AFTER_SECONDS * 1000)),
       last_progress_at: new Date(this.lastProgressAt).toISOString(),
-      backlog: { ...this.backlog }
+      backlog: { ...this.backlog },
+      claims: this.claimCounts()
     }
+  }
+
+  private claimCounts() {
+    let inFlight = 0
+    for (const ids of this.inFlight.values()) inFlight += ids.length
+    let stranded = 0
+    for (const r of this.stranded) stranded += r.kind === 'claims' ? r.ids.length : r.failures.length
+    return { in_flight: inFlight, stranded }
+  }
+
+  private reportClaims() {
+    const c = this.claimCounts()
+    this.d.metrics.claimsHeld.set({ state: 'in_flight' }, c.in_flight)
+    this.d.metrics.claimsHeld.set({ state: 'stranded' }, c.stranded)
+  }
+
+  /** The heartbeat: leases of every batch in flight run a whole LEASE_SECONDS from now again. */
+  private async renewLeases(): Promise<void> {
+    const ids = [...this.inFlight.values()].flat()
+    if (ids.length === 0) return
+    try {
+      const held = new Set(await this.d.conversations.renewLeases(ids, this.owner, this.d.config.LEASE_SECONDS))
+      const lost = ids.filter((id) => !held.has(id))
+      if (lost.length) {
+        // renewed too late (this process stalled past a lease): another instance has them now
+        this.d.metrics.leasesLost.inc(lost.length)
+        this.log.warn({ lost: lost.length }, 'claims of batches in flight were reclaimed by another instance')
+      }
+    } catch (err) {
+      this.log.warn({ err: { message: (err as Error).message }, claims: ids.length }, 'could not renew leases; retrying at the next beat')
+    }
+  }
+
+  /** Every claim in an exclusive database is a dead process's: pending again now (attempt counted). */
+  private async takeBackDeadClaims(): Promise<void> {
+    let total = 0
+    for (;;) {
+      const { requeued, failed } = await this.d.conversations.reclaimExpired(this.d.config.MAX_ATTEMPTS, { all: true })
+      total += requeued + failed
+      if (requeued + failed === 0) break
+    }
+    if (total) this.log.warn({ reclaimed: total }, 'took back the claims of a process that stopped without releasing them')
+  }
+
+  /** Retries the releases that failed while the database was away, oldest first. */
+  private async retryStranded(): Promise<void> {
+    while (this.stranded.length) {
+      const r = this.stranded[0]!
+      if (r.kind === 'claims') await this.d.conversations.releaseClaims(r.ids, this.owner, r.delayMs)
+      else await this.releaseFailed(r.failures)
+      this.stranded.shift()
+      this.reportClaims()
+      this.log.info({ released: r.kind === 'claims' ? r.ids.length : r.failures.length }, 'released claims stranded by a database outage')
+    }
+  }
+
+  private strand(release: StrandedRelease) {
+    this.stranded.push(release)
+    this.reportClaims()
   }
 
   /** Reclaims expired leases, refreshes the shared backlog and budget, flushes cache hits. */
   async sweep(): Promise<void> {
     const tick = this.sweepTicks++
+    // before anything else: these rows sit claimed and idle until released
+    if (this.stranded.length) await this.retryStranded()
     const { requeued, failed } = await this.d.conversations.reclaimExpired(this.d.config.MAX_ATTEMPTS)
     if (requeued || failed) this.log.warn({ requeued, failed }, 'reclaimed expired leases')
     if (requeued) this.d.queue.overflowed = true // they wait in the database, not in our queue
@@ -283,12 +372,11 @@ export class Worker extends EventEmitter {
     if (!breaker.canRun()) {
       // another batch opened the circuit while this one was being claimed: hand the rows
       // back unused. If that fails too, their leases expire and the sweep takes them back.
-      await this.d.conversations
-        .releaseClaims(
-          rows.map((r) => r.id),
-          this.owner
-        )
-        .catch((err) => this.logReleaseError(this.log, err))
+      const ids = rows.map((r) => r.id)
+      await this.d.conversations.releaseClaims(ids, this.owner).catch((err) => {
+        this.logReleaseError(this.log, err)
+        this.strand({ kind: 'claims', ids, delayMs: 0 })
+      })
       return
     }
     const batchId = ++this.batchSeq
@@ -302,13 +390,21 @@ export class Worker extends EventEmitter {
   private async claim(n: number): Promise<ClaimedConversation[]> {
     const { queue, conversations, config } = this.d
     const rows: ClaimedConversation[] = []
+    const timed = async <T>(kind: 'ids' | 'oldest', fn: () => Promise<T>): Promise<T> => {
+      const end = this.d.metrics.claimDuration.startTimer({ kind })
+      try {
+        return await fn()
+      } finally {
+        end()
+      }
+    }
     if (queue.size > 0) {
-      rows.push(...(await conversations.claimByIds(queue.take(n), this.owner, config.LEASE_SECONDS)))
+      rows.push(...(await timed('ids', () => conversations.claimByIds(queue.take(n), this.owner, config.LEASE_SECONDS))))
     }
     // The database is the truth: top up from its oldest pending rows (overflow, other
     // instances' leftovers, back-off expiries, pending rows from before a restart).
     if (rows.length < n && (queue.overflowed || queue.size === 0)) {
-      const more = await conversations.claimOldest(n - rows.length, this.owner, config.LEASE_SECONDS)
+      const more = await timed('oldest', () => conversations.claimOldest(n - rows.length, this.owner, config.LEASE_SECONDS))
       if (more.length < n - rows.length) queue.overflowed = false
       rows.push(...more)
     }
@@ -322,6 +418,11 @@ export class Worker extends EventEmitter {
     const log = this.log.child({ batch_id: batchId })
     const started = performance.now()
     let breakerTold = false
+    this.inFlight.set(
+      batchId,
+      rows.map((r) => r.id)
+    )
+    this.reportClaims()
     try {
       const routeOf = (id: string) => analyzer.routeOf?.(id) ?? analyzer
       const plan = await planFromCache(this.d.cache, rows, (r) => {
@@ -366,6 +467,8 @@ export class Worker extends EventEmitter {
       // database error before the call) learned nothing about the model: stay cautious and
       // open again for one cooldown; the next probe takes other rows.
       if (probe && !breakerTold) breaker.recordFailure()
+      this.inFlight.delete(batchId)
+      this.reportClaims()
       this.lastProgressAt = Date.now()
       this.d.metrics.queueDepth.set(this.d.queue.size)
       this.d.queue.wake() // a slot is free and the breaker may have changed: let the loop look
@@ -398,10 +501,12 @@ export class Worker extends EventEmitter {
     const spent = (err as { usage?: BatchResult['usage'] }).usage
     await bookUsage(this.d, spent).catch((e) => log.warn({ err: { message: (e as Error).message } }, 'could not record model usage'))
     const ids = rows.map((r) => r.id)
-    const release = plan.attemptUsed
-      ? this.releaseFailed(rows.map((row) => ({ row, reason: plan.reason, error: message })))
-      : this.d.conversations.releaseClaims(ids, this.owner, plan.releaseDelayMs)
-    await Promise.resolve(release).catch((e) => this.logReleaseError(log, e))
+    const failures = rows.map((row) => ({ row, reason: plan.reason, error: message }))
+    const release = plan.attemptUsed ? this.releaseFailed(failures) : this.d.conversations.releaseClaims(ids, this.owner, plan.releaseDelayMs)
+    await Promise.resolve(release).catch((e) => {
+      this.logReleaseError(log, e)
+      this.strand(plan.attemptUsed ? { kind: 'failed', failures } : { kind: 'claims', ids, delayMs: plan.releaseDelayMs })
+    })
     return plan.breakerFailure
   }
 
@@ -409,11 +514,14 @@ export class Worker extends EventEmitter {
     const byReason = new Map<AnalysisFailureReason, number>()
     for (const f of failures) byReason.set(f.reason, (byReason.get(f.reason) ?? 0) + 1)
     for (const [reason, n] of byReason) this.d.metrics.analysisFailures.inc({ reason }, n)
-    await this.releaseFailed(failures)
+    await this.releaseFailed(failures).catch((err) => {
+      this.logReleaseError(this.log, err)
+      this.strand({ kind: 'failed', failures })
+    })
   }
 
   private logReleaseError(log: Logger, err: unknown) {
-    log.warn({ err: { message: (err as Error).message } }, 'could not release rows; their leases will expire')
+    log.warn({ err: { message: (err as Error).message } }, 'could not release rows; retrying every sweep (their leases expire meanwhile)')
   }
 
   /** A failed attempt: back-off doubling per attempt, a dead letter after MAX_ATTEMPTS. */

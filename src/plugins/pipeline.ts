@@ -69,7 +69,9 @@ export default fp(
       }),
       budget,
       metrics,
-      logger: opts.logger
+      logger: opts.logger,
+      // a PGlite folder is this process's alone (data-dir-lock.ts)
+      exclusiveDatabase: app.database.kind === 'pglite'
     })
 
     const insights = new InsightBus(app.database, app.repos.insights, opts.logger)

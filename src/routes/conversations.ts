@@ -1,5 +1,6 @@
 // Producer routes (ingest) and the analyst's conversation read.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.ts'
 import { idempotencyKey, type NewConversation } from '../db/conversations.ts'
 import { GroupInserter } from '../db/group-insert.ts'
@@ -12,6 +13,8 @@ import { presentConversation } from './present.ts'
 import { BatchOut, type ConversationIn, ConversationOut, conversationSchemas, ErrorBody, IdParams, IngestOut, UUID_RE } from './schemas.ts'
 
 const isQuotaExceeded = (err: unknown) => err instanceof AppError && err.code === 'QUOTA_EXCEEDED'
+/** Idempotency keys are the ingesting key's producer's alone; without keys (AUTH=off) everything is ''. */
+const producerOf = (req: FastifyRequest) => req.apiKey?.producer ?? ''
 
 
 /** Checks JSON Schema cannot say: metadata depth and serialized size. */
@@ -59,7 +62,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
     return 'other'
   }
 
-  const toRow = (c: ConversationIn): NewConversation => {
+  const toRow = (c: ConversationIn, producer: string): NewConversation => {
     const messages: Message[] = c.messages.map((m) => ({
       role: m.role as Message['role'],
       content: storableText(m.content),
@@ -67,6 +70,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
     }))
     const verdict = prefilter(messages, pipeline.prefilter)
     return {
+      producer,
       source: c.source,
       externalId: c.external_id === undefined ? null : storableText(c.external_id),
       messages,
@@ -117,12 +121,12 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       const errs = metadataErrors(body.metadata, config)
       if (errs.length) throw validationFailed(errs[0]!.message, errs)
       overloaded()
-      const row = toRow(body)
+      const row = toRow(body, producerOf(req))
       try {
         await app.quotas.consume(req, 1)
       } catch (err) {
         // a re-post of a stored conversation costs no quota: near the limit it is still a duplicate
-        const existing = isQuotaExceeded(err) ? (await conversations.findByKeys([row])).get(idempotencyKey(row.source, row.externalId)) : undefined
+        const existing = isQuotaExceeded(err) ? (await conversations.findByKeys([row])).get(idempotencyKey(row.producer, row.source, row.externalId)) : undefined
         if (!existing) throw err
         count(body.source, 'duplicate')
         return reply.code(200).send({ id: existing.id, status: existing.status, duplicate: true })
@@ -166,6 +170,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       }[] = new Array(items.length)
       const rows: NewConversation[] = []
       const rowIndex: number[] = []
+      const producer = producerOf(req)
       items.forEach((item, index) => {
         let errs: FieldError[] = []
         if (!validateItem(item)) errs = describeAjvErrors(validateItem.errors, `conversations[${index}]`)
@@ -176,7 +181,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
           count(typeof src === 'string' && SOURCE_RE.test(src) ? src : 'invalid', 'rejected')
           return
         }
-        rows.push(toRow(item as ConversationIn))
+        rows.push(toRow(item as ConversationIn, producer))
         rowIndex.push(index)
       })
       // quota is taken for the rows that are not already stored; near the limit, re-posted
@@ -238,8 +243,7 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
       if (!UUID_RE.test(req.params.id)) throw notFound('conversation')
       const c = await conversations.getById(req.params.id)
       if (!c) throw notFound('conversation')
-      const insight = c.status === 'analyzed' ? await app.repos.insights.getByConversation(c.id) : null
-      return presentConversation(c, insight)
+      return presentConversation(c, c.insight)
     }
   )
 }

@@ -20,7 +20,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
     // serving from a fallback (the primary's own breaker not closed) is degraded too
     const primaryDown = endpoints !== undefined && endpoints[0]?.state !== 'closed'
     const store = app.rateLimitStore
-    const degraded = w.paused || pipeline.breaker.state !== 'closed' || primaryDown || Boolean(store?.degradedReason)
+    const degraded = w.paused || pipeline.breaker.state !== 'closed' || primaryDown || Boolean(store?.degradedReason) || w.claims.stranded > 0
     const status = w.stuck ? ('stuck' as const) : degraded ? ('degraded' as const) : ('ok' as const)
     return {
       status,
@@ -32,6 +32,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ config: Config; version: string 
       instance_id: config.INSTANCE_ID,
       paused_reason: w.paused,
       backlog: w.backlog,
+      claims: w.claims,
       last_progress_at: w.last_progress_at,
       ...(endpoints ? { model_endpoints: endpoints } : {}),
       rate_limit_store: store && {

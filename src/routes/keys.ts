@@ -14,6 +14,9 @@ const KeyOut = Type.Object({
   prefix: Type.String({ description: 'the first characters of the key: enough to recognise it, never to use it' }),
   scopes: Type.Array(Scope),
   tier: Tier,
+  producer: Type.String({
+    description: "the idempotency scope of what the key ingests: (source, external_id) is unique per producer; '' for keys from before producers existed"
+  }),
   created_at: Type.String({ format: 'date-time' }),
   revoked_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 })
@@ -22,7 +25,15 @@ const KeyIn = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 100 }),
     scopes: Type.Array(Scope, { minItems: 1, maxItems: SCOPES.length, uniqueItems: true }),
-    tier: Type.Optional(Tier)
+    tier: Type.Optional(Tier),
+    producer: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 100,
+        pattern: '^[A-Za-z0-9._:-]+$',
+        description: "an existing producer to ingest as (a rotated key names its predecessor's); unset → the new key's own id"
+      })
+    )
   },
   { additionalProperties: false }
 )
@@ -42,10 +53,23 @@ const keysRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
     },
     async (req, reply) => {
-      const { key, record, createdAt } = await repo.create({ name: req.body.name, scopes: req.body.scopes, tier: req.body.tier ?? 'free' })
+      const { key, record, createdAt } = await repo.create({
+        name: req.body.name,
+        scopes: req.body.scopes,
+        tier: req.body.tier ?? 'free',
+        ...(req.body.producer !== undefined ? { producer: req.body.producer } : {})
+      })
       // audit line: who created which key; never the key itself
       req.log.warn(
-        { audit: 'key_created', by_key_id: req.apiKey?.id ?? null, key_id: record.id, key_prefix: record.prefix, scopes: record.scopes, tier: record.tier },
+        {
+          audit: 'key_created',
+          by_key_id: req.apiKey?.id ?? null,
+          key_id: record.id,
+          key_prefix: record.prefix,
+          scopes: record.scopes,
+          tier: record.tier,
+          producer: record.producer
+        },
         'API key created'
       )
       return reply.code(201).send({ ...record, created_at: createdAt.toISOString(), revoked_at: null, key })
@@ -71,6 +95,7 @@ const keysRoutes: FastifyPluginAsyncTypebox = async (app) => {
           prefix: k.prefix,
           scopes: k.scopes,
           tier: k.tier,
+          producer: k.producer,
           created_at: k.createdAt.toISOString(),
           revoked_at: k.revokedAt ? k.revokedAt.toISOString() : null
         }))

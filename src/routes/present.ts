@@ -1,6 +1,7 @@
 // Database rows → the contract's JSON shapes. One place, so every route speaks the same.
+
+import type { ConversationView } from '../db/conversations.ts'
 import type { InsightRow } from '../db/insights.ts'
-import type { conversations } from '../db/schema.ts'
 import { type Insight, pickInsightFields } from '../domain.ts'
 
 export function presentInsight(r: InsightRow): Insight {
@@ -17,7 +18,7 @@ export function presentInsight(r: InsightRow): Insight {
   }
 }
 
-export function presentConversation(c: typeof conversations.$inferSelect, insight: InsightRow | null) {
+export function presentConversation(c: ConversationView, insight: InsightRow | null) {
   return {
     id: c.id,
     source: c.source,

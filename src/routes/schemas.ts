@@ -170,6 +170,13 @@ export const HealthOut = Type.Object({
   instance_id: Type.String(),
   paused_reason: Type.Union([lits(PAUSE_REASONS), Type.Null()]),
   backlog: countsOf(BACKLOG_STATUSES),
+  claims: Type.Object(
+    {
+      in_flight: Type.Integer({ description: 'in batches of this instance; their leases are renewed while they run' }),
+      stranded: Type.Integer({ description: 'held but idle: their release failed (the database was away) and is retried every sweep; >0 is degraded' })
+    },
+    { description: "this instance's claims on conversations" }
+  ),
   last_progress_at: Type.String(),
   /** null without REDIS_URL (per-process limits, nothing to fail) */
   rate_limit_store: Type.Union([

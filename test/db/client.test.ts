@@ -42,6 +42,8 @@ async function tablesAndMigrations(database: Database) {
 const SCHEMA_TABLES = [
   'analysis_cache',
   'api_keys',
+  'conversation_keys',
+  'conversation_queue',
   'conversations',
   'erasures',
   'insight_rollups',

@@ -5,7 +5,7 @@ import type { IngestResult, NewConversation } from '../../src/db/conversations.t
 import { GroupInserter } from '../../src/db/group-insert.ts'
 import { backendEnv, backends, buildTestApp, conversation } from '../helper.ts'
 
-const row = (n: number): NewConversation => ({ source: `s${n}`, messages: [], textHash: String(n), status: 'pending' })
+const row = (n: number): NewConversation => ({ producer: '', source: `s${n}`, messages: [], textHash: String(n), status: 'pending' })
 
 t.test('concurrent inserts are grouped, in order, within the concurrency bound', async (t) => {
   const groups: number[] = []

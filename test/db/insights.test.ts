@@ -60,7 +60,7 @@ for (const backend of backends()) {
     const conversations = conversationsRepository(database)
     const repo = insightsRepository(database)
     t.beforeEach(async () => {
-      await database.query(sql`TRUNCATE conversations CASCADE`)
+      await database.query(sql`TRUNCATE conversations, conversation_keys, conversation_queue, insights`)
     })
 
     /** n conversations claimed by owner, as the worker holds them before storing insights */
@@ -69,6 +69,7 @@ for (const backend of backends()) {
         Array.from({ length: n }, () => {
           seq++
           return {
+            producer: '',
             source,
             externalId: `ext-${seq}`,
             messages: [{ role: 'user' as const, content: `message ${seq} about my bill` }],
@@ -120,7 +121,8 @@ for (const backend of backends()) {
       t.same([...result.stored].sort(), [a, b].sort())
       for (const id of [a!, b!]) {
         const c = await status(id)
-        t.match(c, { status: 'analyzed', leaseOwner: null, leaseExpiresAt: null, lastError: null, analyzedAt: Date })
+        t.match(c, { status: 'analyzed', attempts: 1, lastError: null, analyzedAt: Date })
+        t.equal(await conversations.queueEntry(id), null, 'no work left in the queue')
       }
       const row = await repo.getByConversation(b!)
       t.match(row, {
@@ -138,6 +140,7 @@ for (const backend of backends()) {
         inputTokens: 120,
         outputTokens: 40,
         costUsd: 0.0012,
+        attempts: 1,
         createdAt: Date
       })
       t.equal(row!.createdAt.getTime(), (await status(b!)).analyzedAt!.getTime(), 'made at the moment the conversation was analysed')
@@ -157,18 +160,20 @@ for (const backend of backends()) {
       t.equal(Number(n[0]!.n), 1)
     })
 
-    t.test('storeMany marks only conversations this owner still holds', async (t) => {
+    t.test('storeMany stores only for the conversations this owner still holds', async (t) => {
       const [mine] = await claimed(1, 'w1')
       const [theirs] = await claimed(1, 'w2')
       const [released] = await claimed(1, 'w1')
       await conversations.releaseClaims([released!], 'w1')
       const result = await repo.storeMany([newInsight(mine!), newInsight(theirs!), newInsight(released!)], 'w1')
-      t.equal(result.stored.length, 3, 'the insights are kept: the first answer wins')
+      t.same(result.stored, [mine], 'a lease lost (to another owner, or handed back) stores nothing: its holder stores it')
       t.equal((await status(mine!)).status, 'analyzed')
-      t.match(await status(theirs!), { status: 'processing', leaseOwner: 'w2', analyzedAt: null })
+      t.equal(await conversations.queueEntry(mine!), null, 'its queue row is gone with the same statement')
+      t.match(await status(theirs!), { status: 'processing', analyzedAt: null, insight: null })
+      t.match(await conversations.queueEntry(theirs!), { leaseOwner: 'w2' })
       t.match(await status(released!), { status: 'pending', analyzedAt: null })
-      t.same(await repo.storeMany([newInsight(theirs!)], 'w2'), { stored: [] }, 'the late owner inserts nothing')
-      t.equal((await status(theirs!)).status, 'analyzed', 'but its conversation is marked analysed')
+      t.same(await repo.storeMany([newInsight(theirs!)], 'w2'), { stored: [theirs] }, 'the holder stores it')
+      t.equal((await status(theirs!)).status, 'analyzed')
     })
 
     t.test('storeMany is atomic: a failing insert marks no conversation', async (t) => {

@@ -7,6 +7,7 @@ import pino from 'pino'
 import t, { type Test } from 'tap'
 import { type Database, openDatabase } from '../../src/db/client.ts'
 import { conversationsRepository } from '../../src/db/conversations.ts'
+import { erasureRepository } from '../../src/db/erasure.ts'
 import { type InsightFilters, insightsRepository, type NewInsight } from '../../src/db/insights.ts'
 import { INTENTS, SENTIMENTS, URGENCIES } from '../../src/domain.ts'
 import { sha256 } from '../../src/pipeline/normalize.ts'
@@ -33,6 +34,7 @@ async function claimedIds(database: Database, n: number, owner: string, tag: str
   const conversations = conversationsRepository(database)
   const rows = await conversations.insertMany(
     Array.from({ length: n }, (_, i) => ({
+      producer: '',
       source: 'web-chat',
       externalId: `${tag}-${i}`,
       messages: [{ role: 'user' as const, content: `message ${tag} ${i}` }],
@@ -41,7 +43,7 @@ async function claimedIds(database: Database, n: number, owner: string, tag: str
     }))
   )
   const ids = rows.map((r) => r.id)
-  await database.query(sql`UPDATE conversations SET status = 'processing', lease_owner = ${owner} WHERE id IN ${ids}`)
+  await conversations.claimByIds(ids, owner, 60)
   return ids
 }
 
@@ -168,7 +170,7 @@ for (const backend of backends()) {
     t.teardown(() => database.close())
     const repo = insightsRepository(database)
     t.beforeEach(async () => {
-      await database.query(sql`TRUNCATE conversations CASCADE`)
+      await database.query(sql`TRUNCATE conversations, conversation_keys, conversation_queue, insights`)
     })
 
     /** n random insights stored as the worker stores them, then spread over five days at odd times. */
@@ -238,7 +240,7 @@ for (const backend of backends()) {
     t.test('a conversation erased during its analysis gets no insight, and the rest of the batch is stored', async (t) => {
       const r = rng(9)
       const ids = await claimedIds(database, 4, 'w1', 'race')
-      await database.query(sql`DELETE FROM conversations WHERE id = ${ids[1]}`)
+      await erasureRepository(database).erase({ kind: 'id', id: ids[1]! }, 'test', [])
       const { stored } = await repo.storeMany(
         ids.map((id) => randomInsight(r, id)),
         'w1'
@@ -253,8 +255,9 @@ for (const backend of backends()) {
       await database.query(sql`UPDATE insights SET sentiment = 'positive', topics = ARRAY['login', 'login', 'app'], urgency = 'low'
         WHERE conversation_id IN (SELECT conversation_id FROM insights ORDER BY conversation_id LIMIT 20)`)
       await rollupsMatchInsights(t, database, 're-analysis')
-      // erasure deletes conversations; their insights go by cascade
-      await database.query(sql`DELETE FROM conversations WHERE id IN (SELECT conversation_id FROM insights ORDER BY conversation_id DESC LIMIT 25)`)
+      // erasure deletes conversations with their insights
+      const erased = await database.query<{ id: string }>(sql`SELECT conversation_id AS id FROM insights ORDER BY conversation_id DESC LIMIT 25`)
+      for (const { id } of erased) await erasureRepository(database).erase({ kind: 'id', id }, 'test', [])
       await rollupsMatchInsights(t, database, 'erasure')
       const left = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM insights`)
       t.equal((await repo.summary({})).total, Number(left[0]!.n), 'the summary counts what is left')

@@ -114,7 +114,7 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
 
   const atCrash = await statusCounts(pool)
   const { rows: held } = await pool.query<{ id: string }>(
-    "SELECT id FROM conversations WHERE status = 'processing' AND lease_owner = 'crash-a'"
+    "SELECT conversation_id AS id FROM conversation_queue WHERE state = 'processing' AND lease_owner = 'crash-a'"
   )
   t.ok(held.length > 0, `the killed instance left ${held.length} claims behind`)
   t.ok((atCrash.pending ?? 0) > 0, `${atCrash.pending} conversations still pending at the crash`)
@@ -146,12 +146,13 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
   t.equal(check.duplicateInsights, 0, 'no conversation has two insights')
   t.equal(check.insights, check.analyzed, 'insights count equals analysed count')
 
-  const { rows: reclaimed } = await pool.query<{ status: string; attempts: number; owner: string | null }>(
-    'SELECT status, attempts, lease_owner AS owner FROM conversations WHERE id = ANY($1::uuid[])',
+  const { rows: reclaimed } = await pool.query<{ attempts: number | null; queued: number }>(
+    `SELECT i.attempts, (SELECT count(*)::int FROM conversation_queue q WHERE q.conversation_id = h.id) AS queued
+     FROM unnest($1::uuid[]) AS h(id) LEFT JOIN insights i ON i.conversation_id = h.id`,
     [held.map((h) => h.id)]
   )
   t.ok(
-    reclaimed.every((r) => r.status === 'analyzed' && r.attempts >= 2 && r.owner === null),
+    reclaimed.every((r) => r.attempts !== null && r.attempts >= 2 && r.queued === 0),
     'the dead instance\'s claims were reclaimed after their lease and analysed by the new one'
   )
   const health = await body(await fetch(`${second.base}/health`))

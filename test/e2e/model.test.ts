@@ -10,6 +10,7 @@ import t from 'tap'
 import { type FakeModelServer, type FakeModelServerOptions, startFakeModelServer } from '../../loadtest/fake-model-server.ts'
 import type { AppDeps } from '../../src/app.ts'
 import { type Database, openDatabase } from '../../src/db/client.ts'
+import { CONVERSATION_STATUSES_SQL } from '../../src/db/conversations.ts'
 import { type BackendName, backendEnv, backends, buildTestApp, conversation, testConfig, waitFor } from '../helper.ts'
 
 const API_KEY = 'sk-test-secret-123'
@@ -36,7 +37,7 @@ async function setup(
   t.teardown(() => fake.close())
   if (opts.shared) {
     // the previous test's app has closed (its worker released everything); start empty
-    await opts.shared.query(sql`TRUNCATE conversations, insights, model_usage, analysis_cache CASCADE`)
+    await opts.shared.query(sql`TRUNCATE conversations, conversation_keys, conversation_queue, insights, model_usage, analysis_cache`)
   }
   const app = await buildTestApp(
     t,
@@ -82,7 +83,7 @@ const many = (n: number) => Array.from({ length: n }, () => conversation())
 
 async function statusCounts(app: TestApp): Promise<Record<string, number>> {
   const rows = await app.database.query<{ status: string; n: number }>(
-    sql`SELECT status, count(*)::int AS n FROM conversations GROUP BY status`
+    sql.raw(`WITH s AS (${CONVERSATION_STATUSES_SQL}) SELECT status, count(*)::int AS n FROM s GROUP BY status`)
   )
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]))
 }
@@ -206,7 +207,7 @@ for (const backend of backends()) {
       t.equal(fake.stats.calls, callsWhenOpen, 'no model call while the circuit is open')
       const counts = await statusCounts(app)
       t.same(counts, { pending: 20 }, 'every conversation waits, none failed')
-      const used = await app.database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM conversations WHERE attempts > 0`)
+      const used = await app.database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM conversation_queue WHERE attempts > 0`)
       t.equal(Number(used[0]?.n), 0, 'an outage uses no attempt')
       const usage = (await app.inject({ url: '/api/v1/usage' })).json()
       t.equal(usage.totals.calls, callsWhenOpen, 'the failed calls are in the usage report')

@@ -4,8 +4,10 @@
 // own and every conversation it acknowledged is stored and analysed.
 //
 // The test runs a PostgreSQL cluster of its own, so stopping it disturbs no other test.
+
 import pg from 'pg'
 import t from 'tap'
+import { CONVERSATION_STATUSES_SQL } from '../../src/db/conversations.ts'
 import { body, buildTestApp, conversation, listen, waitFor } from '../helper.ts'
 import { pgClusterSkip, startCluster } from '../pg-cluster.ts'
 
@@ -146,7 +148,7 @@ t.test('PostgreSQL stops and starts again: 503 UNAVAILABLE meanwhile, recovery w
   const counts = await waitFor(
     async () => {
       const { rows } = await db.query<{ status: string; n: number }>(
-        'SELECT status, count(*)::int AS n FROM conversations WHERE id = ANY($1::uuid[]) GROUP BY status',
+        `WITH s AS (${CONVERSATION_STATUSES_SQL}) SELECT status, count(*)::int AS n FROM s WHERE id = ANY($1::uuid[]) GROUP BY status`,
         [ids]
       )
       const c = Object.fromEntries(rows.map((r) => [r.status, r.n]))

@@ -65,7 +65,7 @@ t.test('three processes drain 10,000 conversations: one insight each, every proc
   t.equal(check.duplicateInsights, 0, 'no conversation has two insights')
   t.equal(check.wrongInsightCount, 0, 'exactly one insight per conversation')
   // a claim counts an attempt: more than one would mean two instances took the same row
-  const { rows: reclaimed } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM conversations WHERE attempts <> 1')
+  const { rows: reclaimed } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM insights WHERE attempts <> 1')
   t.equal(reclaimed[0]!.n, 0, 'every conversation was claimed exactly once')
 
   // the counter moves just after the insight's commit: wait for it rather than race it

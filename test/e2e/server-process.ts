@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import pg from 'pg'
+import { CONVERSATION_STATUSES_SQL } from '../../src/db/conversations.ts'
 import { WAIT_LIMIT_MS, waitFor } from '../helper.ts'
 
 type T = { teardown(fn: () => unknown): void; comment(...args: unknown[]): void; passing(): boolean }
@@ -93,7 +94,7 @@ export function testPool(t: T, connectionString: string): pg.Pool {
 }
 
 export async function statusCounts(pool: pg.Pool): Promise<Record<string, number>> {
-  const { rows } = await pool.query<{ status: string; n: number }>('SELECT status, count(*)::int AS n FROM conversations GROUP BY status')
+  const { rows } = await pool.query<{ status: string; n: number }>(`WITH s AS (${CONVERSATION_STATUSES_SQL}) SELECT status, count(*)::int AS n FROM s GROUP BY status`)
   return Object.fromEntries(rows.map((r) => [r.status, r.n]))
 }
 
@@ -110,8 +111,9 @@ export function counterTotal(metricsText: string, name: string): number {
 /** Every acknowledged id, its row, and exactly-once insights: what both crash and scale-out prove. */
 export async function checkAcknowledged(pool: pg.Pool, ids: string[]) {
   const { rows } = await pool.query<{ id: string; status: string; insights: number }>(
-    `SELECT c.id, c.status, (SELECT count(*)::int FROM insights i WHERE i.conversation_id = c.id) AS insights
-     FROM conversations c WHERE c.id = ANY($1::uuid[])`,
+    `WITH s AS (${CONVERSATION_STATUSES_SQL})
+     SELECT s.id, s.status, (SELECT count(*)::int FROM insights i WHERE i.conversation_id = s.id) AS insights
+     FROM s WHERE s.id = ANY($1::uuid[])`,
     [ids]
   )
   const byStatus: Record<string, number> = {}
@@ -125,7 +127,7 @@ export async function checkAcknowledged(pool: pg.Pool, ids: string[]) {
   const [totals] = (
     await pool.query<{ insights: number; analyzed: number }>(
       `SELECT (SELECT count(*)::int FROM insights) AS insights,
-              (SELECT count(*)::int FROM conversations WHERE status = 'analyzed') AS analyzed`
+              (SELECT count(*)::int FROM (${CONVERSATION_STATUSES_SQL}) s WHERE status = 'analyzed') AS analyzed`
     )
   ).rows
   return {

@@ -129,7 +129,7 @@ t.test('storeOutcome on a real database', async (t) => {
 
   const claimed = async (n: number, owner: string) => {
     const messages = (i: number) => [{ role: 'user' as const, content: `Conversation ${i} ${Math.random()}: my order is late` }]
-    const rows = Array.from({ length: n }, (_, i) => ({ source: 'web-chat', messages: messages(i), textHash: textHash(messages(i)), status: 'pending' as const }))
+    const rows = Array.from({ length: n }, (_, i) => ({ producer: '', source: 'web-chat', messages: messages(i), textHash: textHash(messages(i)), status: 'pending' as const }))
     await conversations.insertMany(rows)
     return conversations.claimOldest(n, owner, 60)
   }
@@ -153,15 +153,19 @@ t.test('storeOutcome on a real database', async (t) => {
 
   t.test('a row whose lease went to another owner is not stored by this one', async (t) => {
     const rows = await claimed(1, 'w1')
-    await database.query(sql`UPDATE conversations SET lease_owner = 'w2' WHERE id = ${rows[0]!.id}`)
+    // its lease ran out and another instance claimed it
+    await database.query(sql`UPDATE conversation_queue SET lease_expires_at = now() - interval '1 second' WHERE conversation_id = ${rows[0]!.id}`)
+    await conversations.reclaimExpired(5)
+    await conversations.claimByIds([rows[0]!.id], 'w2', 60)
     const out = assembleOutcome(
       { keyOf: new Map([[rows[0]!.id, 'k']]), hits: [], leaders: rows, followers: [] },
       new Map([[rows[0]!.id, ok(rows[0]!.id, 'late')]]),
       analyzer
     )
     const cache = new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 })
-    await storeOutcome({ insights, cache, log }, out, 'w1')
+    t.same(await storeOutcome({ insights, cache, log }, out, 'w1'), [], 'nothing stored')
     t.equal((await conversations.getById(rows[0]!.id))?.status, 'processing', 'still the other owner’s')
+    t.equal(await insights.getByConversation(rows[0]!.id), null, 'no insight: its holder will store one')
   })
 
   t.test('a failed cache write does not fail the batch: the insights are stored', async (t) => {

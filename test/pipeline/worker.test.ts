@@ -19,7 +19,7 @@ import { AnalysisCache } from '../../src/pipeline/cache.ts'
 import { textHash } from '../../src/pipeline/normalize.ts'
 import { WorkQueue } from '../../src/pipeline/queue.ts'
 import { Worker } from '../../src/pipeline/worker.ts'
-import { backendEnv, backends, buildTestApp, conversation, openMemoryDatabase, testConfig, waitFor } from '../helper.ts'
+import { backendEnv, backends, buildTestApp, conversation, openMemoryDatabase, tempDir, testConfig, waitFor } from '../helper.ts'
 
 type T = { teardown(fn: () => unknown): void }
 
@@ -63,7 +63,7 @@ async function handBuiltWorker(
   const pending = async (texts: string[]) => {
     const rows = texts.map((content) => {
       const messages = [{ role: 'user' as const, content }]
-      return { source: 'web-chat', messages, textHash: textHash(messages), status: 'pending' as const }
+      return { producer: '', source: 'web-chat', messages, textHash: textHash(messages), status: 'pending' as const }
     })
     return (await real.insertMany(rows)).map((r) => r.id)
   }
@@ -109,15 +109,68 @@ t.test('the loop survives a database error while handing back a batch the breake
   await worker.start()
   await releaseFailed
   t.equal(breaker.state, 'open')
+  await waitFor(() => worker.status().claims.stranded === 3, { what: 'the failed release kept as stranded claims' })
+  await worker.sweep()
+  t.same(worker.status().claims, { in_flight: 0, stranded: 0 }, 'the next sweep released them')
 
   // the cooldown passes, the stranded claims' leases run out, new work arrives
   now += 30_001
-  await database.query(sql`UPDATE conversations SET lease_expires_at = now() - interval '1 second' WHERE status = 'processing'`)
+  await database.query(sql`UPDATE conversation_queue SET lease_expires_at = now() - interval '1 second' WHERE state = 'processing'`)
   const second = await pending(texts(2, 'b'))
   await worker.sweep()
   await waitFor(async () => (await insights.getMany([...first, ...second])).length === 5, { what: 'every conversation analysed' })
   t.equal(worker.status().running, true, 'the loop is still running')
   t.equal(breaker.state, 'closed', 'the probe succeeded')
+})
+
+t.test('a batch in flight longer than its lease keeps its claims: the heartbeat renews them', async (t) => {
+  const fake = await startFakeModelServer({ port: 0 })
+  t.teardown(() => fake.close())
+  fake.setBehaviour({ hang: true }) // the model never answers while the test looks
+  const LEASE_SECONDS = 3
+  const app = await buildTestApp(t, {
+    DATA_DIR: 'memory://',
+    MODEL_PROVIDER: 'openai-compatible',
+    MODEL_BASE_URL: fake.url,
+    MODEL_NAME: 'fake-1',
+    MODEL_MAX_RETRIES: '0',
+    MODEL_TIMEOUT_MS: '600000',
+    LEASE_SECONDS: String(LEASE_SECONDS)
+  })
+  const { id } = (await app.inject({ method: 'POST', url: '/api/v1/conversations', payload: conversation() })).json()
+  const repo = app.repos.conversations
+  const claim = await waitFor(async () => {
+    const q = await repo.queueEntry(id)
+    return q?.state === 'processing' && q.leaseExpiresAt ? q : null
+  }, { what: 'the claim' })
+  const first = claim.leaseExpiresAt!.getTime()
+  // past the first lease's end, the claim is still this instance's, with a later expiry
+  const renewed = await waitFor(async () => {
+    const q = await repo.queueEntry(id)
+    return Date.now() > first + 500 && q?.leaseExpiresAt && q.leaseExpiresAt.getTime() > Date.now() ? q : null
+  }, { what: 'a renewed lease past the first one' })
+  t.equal(renewed.leaseOwner, claim.leaseOwner, 'still held by the instance that claimed it')
+  t.same(await repo.reclaimExpired(5), { requeued: 0, failed: 0 }, "another instance's sweep finds nothing to take")
+  t.equal(renewed.attempts, 1, 'the claim was never lost and taken again')
+  t.same(app.pipeline.worker.status().claims, { in_flight: 1, stranded: 0 }, '/health reports it in flight')
+})
+
+t.test('an exclusive database (PGlite) hands a dead process\'s claims back at start, not after their lease', async (t) => {
+  const dir = tempDir(t)
+  const env = await backendEnv(t, 'pglite', { dataDir: dir })
+  const first = await buildTestApp(t, { ...env, WORKER_ENABLED: 'false' })
+  const { id } = (await first.inject({ method: 'POST', url: '/api/v1/conversations', payload: conversation() })).json()
+  // as a process killed mid-batch leaves it: claimed, with most of a long lease to run
+  await first.database.query(sql`
+    UPDATE conversation_queue SET state = 'processing', lease_owner = 'killed-process', attempts = 1,
+      lease_expires_at = now() + interval '1 hour' WHERE conversation_id = ${id}`)
+  await first.close()
+  const next = await buildTestApp(t, env)
+  const row = await waitFor(async () => {
+    const c = await next.repos.conversations.getById(id)
+    return c?.status === 'analyzed' ? c : null
+  }, { what: 'analysed by the next process' })
+  t.equal(row.attempts, 2, 'the dead process\'s claim counted as an attempt')
 })
 
 t.test('a step that throws anywhere is logged and the loop goes on', async (t) => {
@@ -197,7 +250,7 @@ for (const backend of backends()) {
       const ids: string[] = res.json().results.map((r: { id: string }) => r.id)
       // as a crashed instance leaves them: processing, its lease run out, one attempt spent
       await producer.database.query(sql`
-        UPDATE conversations SET status = 'processing', lease_owner = 'crashed-1', attempts = 1,
+        UPDATE conversation_queue SET state = 'processing', lease_owner = 'crashed-1', attempts = 1,
           lease_expires_at = now() - interval '1 second'`)
       const worker = await buildTestApp(t, env)
       await waitFor(async () => (await worker.repos.insights.getMany(ids)).length === 5, { what: 'reclaimed and analysed' })
@@ -212,8 +265,8 @@ for (const backend of backends()) {
       const app = await buildTestApp(t, { ...(await backendEnv(t, backend)), WORKER_ENABLED: 'false', MAX_ATTEMPTS: '3' })
       const { id } = (await app.inject({ method: 'POST', url: '/api/v1/conversations', payload: conversation() })).json()
       await app.database.query(sql`
-        UPDATE conversations SET status = 'processing', lease_owner = 'crashed-2', attempts = 3,
-          lease_expires_at = now() - interval '1 second' WHERE id = ${id}`)
+        UPDATE conversation_queue SET state = 'processing', lease_owner = 'crashed-2', attempts = 3,
+          lease_expires_at = now() - interval '1 second' WHERE conversation_id = ${id}`)
       await app.pipeline.worker.sweep()
       const row = await app.repos.conversations.getById(id)
       t.equal(row?.status, 'failed')

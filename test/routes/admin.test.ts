@@ -22,7 +22,7 @@ async function pendingConversations(app: TestApp, n: number): Promise<string[]> 
  */
 function releaseAtTeardown(t: { teardown(fn: () => unknown): void }, app: TestApp, ids: string[]) {
   t.teardown(() =>
-    app.database.query(sql`UPDATE conversations SET status = 'pending', attempts = 0, lease_owner = NULL WHERE id IN (${sql.join(
+    app.database.query(sql`UPDATE conversation_queue SET state = 'pending', attempts = 0, lease_owner = NULL WHERE conversation_id IN (${sql.join(
       ids.map((id) => sql`${id}`),
       sql`, `
     )})`)
@@ -116,9 +116,9 @@ for (const backend of backends()) {
       // failed in one statement, so all seven share one failure time and only the id orders
       // them; the time is cut to milliseconds, as the worker writes it (JS Date)
       await app.database.query(sql`
-        UPDATE conversations SET status = 'failed', attempts = 5, last_error = 'the model gave no valid insight',
+        UPDATE conversation_queue SET state = 'failed', attempts = 5, last_error = 'the model gave no valid insight',
           updated_at = date_trunc('milliseconds', now())
-        WHERE id IN (${sql.join(
+        WHERE conversation_id IN (${sql.join(
           ids.map((id) => sql`${id}`),
           sql`, `
         )})`)
@@ -153,9 +153,9 @@ for (const backend of backends()) {
         releaseAtTeardown(t, app, ids)
         // a crashed instance held them on their last attempt: the sweep turns them into dead letters
         await app.database.query(sql`
-          UPDATE conversations SET status = 'processing', attempts = 5, lease_owner = 'crashed',
+          UPDATE conversation_queue SET state = 'processing', attempts = 5, lease_owner = 'crashed',
             lease_expires_at = now() - interval '1 minute'
-          WHERE id IN (${sql.join(
+          WHERE conversation_id IN (${sql.join(
             ids.map((id) => sql`${id}`),
             sql`, `
           )})`)
@@ -176,7 +176,7 @@ for (const backend of backends()) {
     t.test('retrying a dead letter puts it back to pending with fresh attempts', async (t) => {
       const [id] = await pendingConversations(app, 1)
       releaseAtTeardown(t, app, [id!])
-      await app.database.query(sql`UPDATE conversations SET status = 'failed', attempts = 5, last_error = 'boom' WHERE id = ${id}`)
+      await app.database.query(sql`UPDATE conversation_queue SET state = 'failed', attempts = 5, last_error = 'boom' WHERE conversation_id = ${id}`)
       const res = await app.inject({ method: 'POST', url: `/api/v1/dead-letters/${id}/retry` })
       t.equal(res.statusCode, 202)
       t.same(res.json(), { id, status: 'pending' })

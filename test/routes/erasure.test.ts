@@ -31,7 +31,7 @@ for (const backend of backends()) {
     })
     const app = await buildTestApp(t, await backendEnv(t, backend), { logger: pino({ level: 'info' }, capture) })
     t.beforeEach(async () => {
-      await app.database.query(sql`TRUNCATE conversations, analysis_cache, erasures CASCADE`)
+      await app.database.query(sql`TRUNCATE conversations, conversation_keys, conversation_queue, insights, analysis_cache, erasures`)
     })
 
     t.test('DELETE erases the conversation, its insight, its cache entry and its counts, once', async (t) => {

@@ -76,5 +76,42 @@ for (const backend of backends()) {
         t.equal(res.json().error.code, 'VALIDATION_FAILED')
       }
     })
+
+    t.test('idempotency keys are scoped to the producer: one key cannot squat another\'s external ids', async (t) => {
+      const make = async (name: string, producer?: string) =>
+        (
+          await app.inject({
+            method: 'POST',
+            url: '/api/v1/keys',
+            headers: as(admin),
+            payload: { name, scopes: ['ingest', 'read'], ...(producer ? { producer } : {}) }
+          })
+        ).json() as { key: string; id: string; producer: string }
+      const a = await make('squatter')
+      const b = await make('help-desk')
+      t.equal(a.producer, a.id, "a new key is a producer of its own")
+      const post = (key: string, content: string) =>
+        app.inject({
+          method: 'POST',
+          url: '/api/v1/conversations',
+          headers: as(key),
+          payload: { source: 'web-chat', external_id: 'ticket-8812', messages: [{ role: 'user', content }] }
+        })
+      const squat = await post(a.key, 'Squatted text, not the real customer at all, please ignore.')
+      t.equal(squat.statusCode, 202)
+      const real = await post(b.key, 'My invoice is wrong, I was charged twice this month.')
+      t.equal(real.statusCode, 202, "B's conversation is stored, not answered as A's duplicate")
+      t.equal(real.json().duplicate, false)
+      const stored = (await app.inject({ url: `/api/v1/conversations/${real.json().id}`, headers: as(b.key) })).json()
+      t.equal(stored.messages[0].content, 'My invoice is wrong, I was charged twice this month.', "with B's own text")
+      const again = await post(b.key, 'resent by the help desk')
+      t.match(again.json(), { id: real.json().id, duplicate: true }, "B's own re-post is B's duplicate")
+      // a rotated key ingests as its predecessor's producer: re-posts stay duplicates
+      const rotated = await make('help-desk-2026', b.producer)
+      t.equal(rotated.producer, b.producer)
+      t.match((await post(rotated.key, 'resent after the rotation')).json(), { id: real.json().id, duplicate: true })
+      const listed = (await app.inject({ url: '/api/v1/keys', headers: as(admin) })).json().items
+      t.equal(listed.find((k: { id: string }) => k.id === rotated.id).producer, b.producer, 'list shows the producer')
+    })
   })
 }
