@@ -1,10 +1,11 @@
 // A crash loses nothing: the real server process, SIGKILLed mid-drain with model calls in
 // flight, is started again on the same database, and every acknowledged conversation ends
 // analysed or skipped with exactly one insight. The killed instance's claims come back
-// when their leases expire.
+// when their leases expire (PostgreSQL), or at once when the next process opens the folder
+// (PGlite, which only one process can open).
 import t from 'tap'
 import { startFakeModelServer } from '../../loadtest/fake-model-server.ts'
-import { body, conversation, freshPostgresUrl, WAIT_LIMIT_MS, waitFor } from '../helper.ts'
+import { body, conversation, freshPostgresUrl, seedDataDir, tempDir, WAIT_LIMIT_MS, waitFor } from '../helper.ts'
 import { checkAcknowledged, freePort, startServer, statusCounts, testPool } from './server-process.ts'
 
 const skip = process.env.DATABASE_URL ? false : 'needs a real PostgreSQL: set DATABASE_URL (CI sets it)'
@@ -157,4 +158,48 @@ t.test('SIGKILL mid-drain, restart: every acknowledged conversation ends analyse
   )
   const health = await body(await fetch(`${second.base}/health`))
   t.match(health, { status: 'ok', instance_id: 'crash-b' })
+})
+
+t.test('PGlite: SIGKILL mid-batch, restart on the same folder: the dead process\'s claims are taken back at once, not after their lease', async (t) => {
+  const fake = await startFakeModelServer({ latencyMs: 50 })
+  t.teardown(() => fake.close())
+  const dir = tempDir(t)
+  await seedDataDir(dir)
+  const env = {
+    DATA_DIR: dir,
+    PORT: String(await freePort()),
+    MODEL_PROVIDER: 'openai-compatible',
+    MODEL_BASE_URL: fake.url,
+    MODEL_NAME: 'fake-1',
+    // far longer than this test may wait (WAIT_LIMIT_MS): only the take-back at start can finish it
+    LEASE_SECONDS: '3600',
+    SWEEP_INTERVAL_MS: '200',
+    BATCH_MAX: '20',
+    BATCH_INITIAL: '20',
+    RATE_LIMIT_ANONYMOUS: '10000000'
+  }
+  const first = await startServer(t, { ...env, INSTANCE_ID: 'pglite-a' })
+  fake.setBehaviour({ hang: true })
+  const res = await post(first.base, '/api/v1/conversations/batch', { conversations: Array.from({ length: 60 }, () => conversation()) })
+  t.equal(res.status, 207)
+  const ids = ((await body(res)) as { results: Ack[] }).results.map((r) => r.id)
+  await waitFor(async () => ((await body(await fetch(`${first.base}/health`))) as { claims: { in_flight: number } }).claims.in_flight > 0, {
+    what: 'a batch claimed and waiting on the model'
+  })
+  await first.kill()
+
+  fake.setBehaviour({ hang: false })
+  const second = await startServer(t, { ...env, INSTANCE_ID: 'pglite-b' })
+  const statuses = await waitFor(
+    async () => {
+      const all = await Promise.all(ids.map(async (id) => ((await body(await fetch(`${second.base}/api/v1/conversations/${id}`))) as { status: string; attempts: number })))
+      return all.every((c) => c.status === 'analyzed') && all
+    },
+    { intervalMs: 200, what: 'every acknowledged conversation analysed after the restart' }
+  )
+  t.equal(statuses.length, ids.length, 'every acknowledged conversation analysed')
+  t.ok(
+    statuses.some((c) => c.attempts >= 2),
+    'the claims the killed process held were taken back at start (their second attempt)'
+  )
 })
