@@ -11,7 +11,7 @@ import { COMMON_TOPICS, INTENTS, SENTIMENTS, URGENCIES } from '../src/domain.ts'
 export const FILL_INSIGHTS_SQL = `
 WITH c AS (
   INSERT INTO conversations (id, source, external_id, messages, text_hash, received_at)
-  SELECT gen_random_uuid(), 'fill-' || (g % 5), 'fill-' || g,
+  SELECT gleaner_uuidv7(t), 'fill-' || (g % 5), 'fill-' || g,
          jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'I was charged twice for order ' || g || ', please refund it.')),
          md5(g::text), t
   FROM generate_series($1::int, $1::int + $2::int - 1) AS g, LATERAL (SELECT $3::timestamptz - g * interval '1 second' AS t) AS x

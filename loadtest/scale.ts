@@ -43,7 +43,7 @@ const SOURCES = ['web-chat', 'email', 'phone', 'app-review', 'social']
 const FILL_SQL = `
 WITH c AS (
   INSERT INTO conversations (id, source, external_id, messages, metadata, text_hash, received_at)
-  SELECT gen_random_uuid(), src, 'scale-' || g,
+  SELECT gleaner_uuidv7(t), src, 'scale-' || g,
          jsonb_build_array(
            jsonb_build_object('role', 'user', 'content', 'Hello, order ' || g || ' ' || repeat('was charged twice and the invoice shows the wrong amount, ', 6)),
            jsonb_build_object('role', 'agent', 'content', 'Sorry about that, I am looking into order ' || g || ' right now and will refund the duplicate charge.'),

@@ -17,6 +17,7 @@ import authPlugin from './plugins/auth.ts'
 import databasePlugin from './plugins/database.ts'
 import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
 import jsonBodyPlugin from './plugins/json-body.ts'
+import maintenancePlugin from './plugins/maintenance.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
@@ -44,6 +45,8 @@ export interface AppDeps {
   /** how to open the database when none is given (tests slow it down to prove a slow start) */
   openDatabase?: typeof openDatabase
   analyzer?: Analyzer
+  /** the clock of database upkeep (partitions ahead, retention): tests move it months on */
+  now?: () => number
 }
 
 // A well-formed incoming id is reused so a request can be followed across services.
@@ -137,6 +140,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   // external plugins and resources, in close order: database closes last
   await app.register(securityPlugin, { config })
   await app.register(databasePlugin, { config, logger, database: deps.database, open: deps.openDatabase ?? openDatabase })
+  await app.register(maintenancePlugin, { config, logger, now: deps.now })
   // auth's onRequest hook runs before the limiter's, so limits are keyed by API key; both come
   // before any route (the limiter applies to routes added after it: /metrics and /docs too)
   await app.register(authPlugin, { config })

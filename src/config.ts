@@ -116,6 +116,20 @@ export const ConfigSchema = Type.Object({
   STREAM_SUBSCRIBE_TIMEOUT_MS: Int(5_000, 10, 600_000, 'a stream that cannot subscribe to new insights within this (database down) is answered 503'),
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 600_000, 'how long shutdown waits for in-flight batches'),
 
+  // Retention
+  RETENTION_DAYS: Int(
+    0,
+    0,
+    36_500,
+    'conversations and insights older than this are dropped, a whole month partition at a time (so kept between this and a month more); 0 = kept for ever'
+  ),
+  ROLLUP_RETENTION_DAYS: Int(
+    0,
+    0,
+    36_500,
+    'summary rollups (counts, no content) older than this are deleted; 0 = kept for ever; when set with RETENTION_DAYS, at least as long, so summaries can reach further back than the raw data'
+  ),
+
   // Prefilter
   PREFILTER_ENABLED: Type.Boolean({ default: true, description: 'skip conversations with too little customer text' }),
   PREFILTER_MIN_USER_CHARS: Int(12, 0, 100_000, 'user text shorter than this (after removing links and boilerplate) is skipped'),
@@ -225,6 +239,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration: ${(err as Error).message}`)
   }
   if (parsed.BATCH_MIN > parsed.BATCH_MAX) throw new ConfigError('invalid configuration: BATCH_MIN must be <= BATCH_MAX')
+  if (parsed.RETENTION_DAYS && parsed.ROLLUP_RETENTION_DAYS && parsed.ROLLUP_RETENTION_DAYS < parsed.RETENTION_DAYS) {
+    throw new ConfigError('invalid configuration: ROLLUP_RETENTION_DAYS must be 0 (for ever) or at least RETENTION_DAYS: summaries would miss data the lists still hold')
+  }
   if (parsed.MODEL_PROVIDER === 'openai-compatible') {
     for (const name of ['MODEL_BASE_URL', 'MODEL_NAME'] as const) {
       if (!parsed[name]) throw new ConfigError(`invalid configuration: ${name} is required when MODEL_PROVIDER=openai-compatible`)

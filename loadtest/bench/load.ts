@@ -92,7 +92,7 @@ export async function rawInserts(db: Database, rowsPerStatement: number, seconds
   const until = Date.now() + seconds * 1000
   const one = (i: number) => {
     const c = conversationFor(i)
-    return sql`(gen_random_uuid(), ${c.source}, ${JSON.stringify(c.messages)}::jsonb, ${JSON.stringify(c.metadata)}::jsonb, md5(${String(i)}))`
+    return sql`(gleaner_uuidv7(), ${c.source}, ${JSON.stringify(c.messages)}::jsonb, ${JSON.stringify(c.metadata)}::jsonb, md5(${String(i)}))`
   }
   await Promise.all(
     Array.from({ length: lanes }, async () => {

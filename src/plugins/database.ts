@@ -9,6 +9,7 @@ import { type Database, openDatabase } from '../db/client.ts'
 import { conversationsRepository } from '../db/conversations.ts'
 import { erasureRepository } from '../db/erasure.ts'
 import { insightsRepository } from '../db/insights.ts'
+import { partitionsRepository } from '../db/partitions.ts'
 import { usageRepository } from '../db/usage.ts'
 import { startupStep } from '../startup-progress.ts'
 
@@ -19,6 +20,7 @@ export interface Repositories {
   usage: ReturnType<typeof usageRepository>
   apiKeys: ReturnType<typeof apiKeysRepository>
   erasure: ReturnType<typeof erasureRepository>
+  partitions: ReturnType<typeof partitionsRepository>
   /** insights read on the analytical connections: what the analyst routes use */
   insightReads: ReturnType<typeof insightsRepository>
 }
@@ -43,6 +45,7 @@ export default fp(
       usage: usageRepository(database),
       apiKeys: apiKeysRepository(database),
       erasure: erasureRepository(database),
+      partitions: partitionsRepository(database),
       insightReads: insightsRepository(database.analytics ?? database)
     })
     // a database handed in by the caller (tests sharing one PGlite) is the caller's to close

@@ -32,8 +32,10 @@ async function deadPid(): Promise<number> {
 }
 
 async function tablesAndMigrations(database: Database) {
+  // the tables the schema names: partitions (of conversations and insights) are theirs, not more tables
   const tables = await database.query<{ table_name: string }>(
-    sql`SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1`
+    sql`SELECT c.relname AS table_name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`
   )
   const migrations = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM drizzle.__drizzle_migrations`)
   return { tables: tables.map((r) => r.table_name), migrations: Number(migrations[0]!.n) }

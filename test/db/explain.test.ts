@@ -18,7 +18,7 @@ t.test('plans on a 100k-row table use the indexes', { skip: process.env.DATABASE
   // rows spread over 30 days, 5 sources, every sentiment, intent and urgency, 40 topics; 1% still pending
   await database.query(sql`
     INSERT INTO conversations (id, source, messages, text_hash, received_at)
-    SELECT gen_random_uuid(), 'src-' || (g % 5), '[]'::jsonb, md5(g::text), now() - (g || ' seconds')::interval * 26
+    SELECT gleaner_uuidv7(now() - (g || ' seconds')::interval * 26), 'src-' || (g % 5), '[]'::jsonb, md5(g::text), now() - (g || ' seconds')::interval * 26
     FROM generate_series(1, ${N}) g`)
   await database.query(sql`
     INSERT INTO conversation_queue (conversation_id, received_at, available_at)

@@ -156,3 +156,47 @@ for (const backend of backends()) {
     )
   })
 }
+
+for (const backend of backends()) {
+  t.test(`${backend}: 0004 makes the existing tables the first month partitions, rows and rollup triggers intact`, async (t) => {
+    const exec = await migratedBefore(t, backend, ['0000_init.sql', '0001_normalize_intents.sql', '0002_rollups_and_erasure.sql', '0003_queue_keys_producers.sql'])
+    const id = (n: number) => `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`
+    const insight = (n: number) =>
+      exec(
+        `INSERT INTO insights (conversation_id, source, sentiment, sentiment_score, intent, urgency, summary, language, model, prompt_version, topics)
+         VALUES ($1, 'web-chat', 'negative', -0.5, 'complaint', 'low', 's', 'en', 'm', 'v2', ARRAY['billing'])`,
+        [id(n)]
+      )
+    for (const n of [1, 2]) {
+      await exec(`INSERT INTO conversations (id, source, messages, text_hash) VALUES ($1, 'web-chat', '[]'::jsonb, $2)`, [id(n), `h${n}`])
+      await insight(n)
+    }
+    for (const statement of statements('0004_partition_by_month.sql')) await exec(statement)
+
+    const parts = await exec(
+      `SELECT p.relname AS parent, c.relname AS part, c.relkind AS kind FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_class c ON c.oid = i.inhrelid ORDER BY 1`
+    )
+    const tables = parts.filter((r) => r.kind === 'r')
+    const indexes = parts.filter((r) => r.kind === 'i')
+    t.same(
+      tables.map((r) => [r.parent, r.part]),
+      [
+        ['conversations', 'conversations_p_legacy'],
+        ['insights', 'insights_p_legacy']
+      ],
+      'each old table is now the first partition of its parent'
+    )
+    t.equal(indexes.length, 9, 'its indexes (2 + 7) were adopted by the parent\'s, not built again')
+    t.ok(
+      indexes.every((r) => String(r.part).includes('_p_legacy_')),
+      'the adopted indexes are the old ones'
+    )
+    t.same(await exec('SELECT count(*)::int AS n FROM conversations'), [{ n: 2 }], 'no row lost or copied twice')
+    t.same(await exec('SELECT count(*)::int AS n FROM insights'), [{ n: 2 }])
+    await exec(`INSERT INTO conversations (id, source, messages, text_hash) VALUES ($1, 'web-chat', '[]'::jsonb, 'h3')`, [id(3)])
+    await insight(3)
+    t.same(await exec('SELECT sum(n)::int AS n FROM insight_rollups'), [{ n: 3 }], 'an insight stored after the migration is counted once, by the trigger on the parent')
+    await exec('DELETE FROM insights WHERE conversation_id = $1', [id(1)])
+    t.same(await exec('SELECT sum(n)::int AS n FROM insight_topic_totals'), [{ n: 2 }], 'and an erased one is taken out once')
+  })
+}
