@@ -1,32 +1,33 @@
 // The analysis cache table: insights keyed by normalized text, analyzer and prompt version.
-import { and, gt, inArray, sql } from 'drizzle-orm'
 import type { InsightFields } from '../domain.ts'
 import type { Database } from './client.ts'
-import { analysisCache } from './schema.ts'
 
 /** `now` (ms since the epoch) decides expiry on both sides: injectable so tests need not wait for a TTL. */
 export function analysisCacheRepository(database: Database, now: () => number = Date.now) {
-  const { db } = database
   return {
+    // hand-written with unnest, like the other per-batch statements: drizzle's builder maps
+    // every value on the worker's hot path
     async getMany(keys: string[]): Promise<Map<string, { insight: InsightFields; expiresAt: Date }>> {
       if (keys.length === 0) return new Map()
-      const rows = await db
-        .select({ key: analysisCache.key, insight: analysisCache.insight, expiresAt: analysisCache.expiresAt })
-        .from(analysisCache)
-        .where(and(inArray(analysisCache.key, keys), gt(analysisCache.expiresAt, new Date(now()))))
-      return new Map(rows.map((r) => [r.key, { insight: r.insight as InsightFields, expiresAt: r.expiresAt }]))
+      const rows = await database.raw<{ key: string; insight: InsightFields; expires_at: Date | string }>(
+        'SELECT key, insight, expires_at FROM analysis_cache WHERE key = ANY($1::text[]) AND expires_at > $2',
+        [keys, new Date(now())],
+        'gleaner_cache_get'
+      )
+      return new Map(rows.map((r) => [r.key, { insight: r.insight, expiresAt: r.expires_at instanceof Date ? r.expires_at : new Date(r.expires_at) }]))
     },
 
     async putMany(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[], ttlSeconds: number) {
       if (entries.length === 0) return
-      const at = now()
-      await db
-        .insert(analysisCache)
-        .values(entries.map((e) => ({ ...e, expiresAt: new Date(at + ttlSeconds * 1000) })))
-        .onConflictDoUpdate({
-          target: analysisCache.key,
-          set: { insight: sql`excluded.insight`, expiresAt: sql`excluded.expires_at`, createdAt: sql`now()` }
-        })
+      // one row per key: ON CONFLICT DO UPDATE may not touch a row twice in one statement
+      const unique = [...new Map(entries.map((e) => [e.key, e])).values()]
+      await database.raw(
+        `INSERT INTO analysis_cache (key, model, prompt_version, insight, expires_at)
+         SELECT u.key, u.model, u.prompt_version, u.insight::jsonb, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(key, model, prompt_version, insight)
+         ON CONFLICT (key) DO UPDATE SET insight = excluded.insight, expires_at = excluded.expires_at, created_at = now()`,
+        [unique.map((e) => e.key), unique.map((e) => e.model), unique.map((e) => e.promptVersion), unique.map((e) => JSON.stringify(e.insight)), new Date(now() + ttlSeconds * 1000)],
+        'gleaner_cache_put'
+      )
     },
 
     async addHits(counts: Map<string, number>) {

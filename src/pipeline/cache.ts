@@ -52,7 +52,19 @@ export class AnalysisCache {
 
   constructor(
     private readonly repo: AnalysisCacheRepository,
-    private readonly opts: { ttlSeconds: number; lruSize: number; /** ms since the epoch; injectable for tests */ now?: () => number }
+    private readonly opts: {
+      ttlSeconds: number
+      lruSize: number
+      /**
+       * false: memory only, no table. For an analyzer cheaper than the look-up: the local one
+       * analyses a conversation in ~0.2 ms, less than the table's read and write cost it
+       * (both in the database and in this process), and the in-memory LRU still serves
+       * repeated texts and identical ones in a batch.
+       */
+      persistent?: boolean
+      /** ms since the epoch; injectable for tests */
+      now?: () => number
+    }
   ) {
     this.now = opts.now ?? Date.now
     this.lru =
@@ -81,7 +93,7 @@ export class AnalysisCache {
       if (v) found.set(k, v)
       else misses.push(k)
     }
-    if (misses.length) {
+    if (misses.length && this.opts.persistent !== false) {
       for (const [k, v] of await this.repo.getMany(misses)) {
         found.set(k, v.insight)
         // never keep an entry in memory past the row's own expiry
@@ -95,7 +107,7 @@ export class AnalysisCache {
 
   async store(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[]): Promise<void> {
     if (!this.enabled || entries.length === 0) return
-    await this.repo.putMany(entries, this.opts.ttlSeconds)
+    if (this.opts.persistent !== false) await this.repo.putMany(entries, this.opts.ttlSeconds)
     for (const e of entries) this.lru?.set(e.key, e.insight)
   }
 
@@ -104,8 +116,8 @@ export class AnalysisCache {
     for (const k of keys) this.lru?.delete(k)
   }
 
-  purgeExpired(): Promise<number> {
-    return this.repo.purgeExpired()
+  async purgeExpired(): Promise<number> {
+    return this.opts.persistent === false ? 0 : this.repo.purgeExpired()
   }
 
   /** Hit counts are written in the background sweep, not on the hot path. */
@@ -113,6 +125,7 @@ export class AnalysisCache {
     if (this.pendingHits.size === 0) return
     const hits = this.pendingHits
     this.pendingHits = new Map()
+    if (this.opts.persistent === false) return
     await this.repo.addHits(hits)
   }
 }

@@ -1,15 +1,14 @@
-// Announces stored insights to live streams on every instance. The worker publishes ids
-// with PostgreSQL NOTIFY; each instance LISTENs once (not once per client), loads the
-// insights with one query per notification and fans them out in memory. PGlite speaks the
-// same LISTEN/NOTIFY in-process, so both back ends take one path.
+// Delivers stored insights to live streams on every instance. The statement that stores
+// insights announces their ids with PostgreSQL NOTIFY (src/db/insights.ts); each instance
+// LISTENs once (not once per client), loads the insights with one query per notification
+// and fans them out in memory. PGlite speaks the same LISTEN/NOTIFY in-process, so both back
+// ends take one path.
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { Database } from '../db/client.ts'
 import type { InsightRow, InsightsRepository } from '../db/insights.ts'
+import { INSIGHTS_CHANNEL } from '../db/notify.ts'
 
-export const INSIGHTS_CHANNEL = 'gleaner_insights'
-// NOTIFY payloads are capped at 8000 bytes: 36-character ids, comma-separated
-const IDS_PER_NOTIFY = 200
 
 export class InsightBus {
   private readonly events = new EventEmitter()
@@ -27,12 +26,6 @@ export class InsightBus {
 
   get clients() {
     return this.subscribers
-  }
-
-  async publish(ids: string[]): Promise<void> {
-    for (let i = 0; i < ids.length; i += IDS_PER_NOTIFY) {
-      await this.database.notify(INSIGHTS_CHANNEL, ids.slice(i, i + IDS_PER_NOTIFY).join(','))
-    }
   }
 
   /** Starts listening on first use: an instance nobody streams from pays nothing. */

@@ -91,7 +91,7 @@ export interface WorkerStatus {
 /** A release that failed (the database was away): kept and tried again by every sweep. */
 type StrandedRelease = { kind: 'claims'; ids: string[]; delayMs: number } | { kind: 'failed'; failures: ItemFailure[] }
 
-/** Emits 'stored' with the ids of insights this process stored (the live stream listens). */
+/** Emits 'stored' with the ids of insights this process stored (live streams hear of them by NOTIFY, from the store statement). */
 export class Worker extends EventEmitter {
   private running = false
   private loopDone: Promise<void> = Promise.resolve()

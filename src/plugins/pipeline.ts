@@ -51,7 +51,12 @@ export default fp(
     metrics.circuitState.set(0)
     const budget = new DailyBudget(config.DAILY_BUDGET_USD, app.repos.usage)
     const prefilter = prefilterOptionsFrom(config)
-    const cache = new AnalysisCache(app.repos.analysisCache, { ttlSeconds: config.CACHE_TTL_SECONDS, lruSize: config.CACHE_LRU_SIZE })
+    // the table only for analyzers that cost money or a network call (see AnalysisCache)
+    const cache = new AnalysisCache(app.repos.analysisCache, {
+      ttlSeconds: config.CACHE_TTL_SECONDS,
+      lruSize: config.CACHE_LRU_SIZE,
+      persistent: analyzer.billable
+    })
     const worker = new Worker({
       config,
       conversations: app.repos.conversations,
@@ -75,9 +80,6 @@ export default fp(
     })
 
     const insights = new InsightBus(app.database, app.repos.insights, opts.logger)
-    worker.on('stored', (ids: string[]) => {
-      insights.publish(ids).catch((err) => opts.logger.warn({ err: { message: (err as Error).message } }, 'could not announce insights'))
-    })
 
     app.decorate('pipeline', {
       queue,

@@ -53,6 +53,20 @@ for (const backend of backends()) {
       t.equal(found.size, 1)
     })
 
+    t.test('a memory-only cache (the local analyzer\'s) serves from its LRU and never touches the table', async (t) => {
+      const e = entry()
+      const c = new AnalysisCache(repo, { ttlSeconds: 3600, lruSize: 100, persistent: false, now })
+      await c.store([e])
+      t.same((await c.lookup([e.key])).get(e.key), e.insight, 'found again in memory')
+      t.equal(await row(e.key), undefined, 'nothing written to the table')
+      const other = entry()
+      await cache().store([other]) // another analyzer's entry in the table
+      t.equal((await c.lookup([other.key])).size, 0, 'and the table is not read')
+      await c.flushHits()
+      t.equal((await row(other.key))!.hits, 0, 'nor are hits written')
+      t.equal(await c.purgeExpired(), 0)
+    })
+
     t.test('an unknown key is a miss', async (t) => {
       const found = await cache().lookup([entry().key])
       t.equal(found.size, 0)

@@ -76,12 +76,13 @@ t.test('the loop survives a database error while handing back a batch the breake
   let now = 0
   const breaker = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 30_000, now: () => now })
   let opened = false
-  let releaseFailedOnce = false
+  // the database is away for releases until the test has seen the claims reported stranded
+  let releasesFail = true
   let signalReleaseFailed: () => void = () => {}
   const releaseFailed = new Promise<void>((resolve) => {
     signalReleaseFailed = resolve
   })
-  const { worker, database, insights, pending } = await handBuiltWorker(t, {
+  const { worker, database, insights, pending, real } = await handBuiltWorker(t, {
     breaker,
     conversations: (real) => ({
       ...real,
@@ -94,10 +95,9 @@ t.test('the loop survives a database error while handing back a batch the breake
         }
         return rows
       },
-      // ...and handing the claimed rows back then fails once
+      // ...and handing the claimed rows back then fails (and the sweep's retries too)
       async releaseClaims(...args) {
-        if (args[0] !== 'all' && !releaseFailedOnce) {
-          releaseFailedOnce = true
+        if (args[0] !== 'all' && releasesFail) {
           signalReleaseFailed()
           throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' })
         }
@@ -110,8 +110,10 @@ t.test('the loop survives a database error while handing back a batch the breake
   await releaseFailed
   t.equal(breaker.state, 'open')
   await waitFor(() => worker.status().claims.stranded === 3, { what: 'the failed release kept as stranded claims' })
-  await worker.sweep()
-  t.same(worker.status().claims, { in_flight: 0, stranded: 0 }, 'the next sweep released them')
+  t.same(worker.status().claims, { in_flight: 0, stranded: 3 }, 'held but idle, and reported so')
+  releasesFail = false // the database is back
+  await waitFor(() => worker.status().claims.stranded === 0, { what: 'a sweep retrying the release' })
+  t.equal((await real.queueEntry(first[0]!))?.state, 'pending', 'the retried release handed them back, before their lease ran out')
 
   // the cooldown passes, the stranded claims' leases run out, new work arrives
   now += 30_001

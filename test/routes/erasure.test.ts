@@ -44,7 +44,10 @@ for (const backend of backends()) {
       const { analyzer } = app.pipeline
       const key = cacheKey(row!.textHash, analyzer.model, analyzer.promptVersion)
       const cached = async () => (await app.database.query<{ key: string }>(sql`SELECT key FROM analysis_cache WHERE key = ${key}`)).length
+      // the local analyzer caches in memory only; a model analyzer's entry is in the table, as here
+      await app.repos.analysisCache.putMany([{ key, model: analyzer.model, promptVersion: analyzer.promptVersion, insight: row!.insight! }], 3600)
       t.equal(await cached(), 1, 'its analysis was cached')
+      t.ok((await app.pipeline.cache.lookup([key])).has(key), 'and is in memory')
       t.equal(await total(app), 2)
 
       const res = await app.inject({ method: 'DELETE', url: `/api/v1/conversations/${id}` })
@@ -53,6 +56,7 @@ for (const backend of backends()) {
       t.equal((await app.inject({ url: `/api/v1/conversations/${id}` })).statusCode, 404, 'the conversation is gone')
       t.equal(await app.repos.insights.getByConversation(id!), null, 'its insight is gone')
       t.equal(await cached(), 0, 'its cache entry is gone')
+      t.notOk((await app.pipeline.cache.lookup([key])).has(key), 'from memory too')
       t.equal(await total(app), 1, 'the summary no longer counts it')
       t.ok(await app.repos.insights.getByConversation(other!), 'the other conversation is untouched')
 
