@@ -44,6 +44,12 @@ export const ConfigSchema = Type.Object({
   // Database
   DATABASE_URL: Type.Optional(Type.String({ minLength: 1, description: 'PostgreSQL URL; unset → embedded PGlite' })),
   DATA_DIR: Type.String({ default: './data', description: 'embedded database directory' }),
+  PGLITE_SHARED_BUFFERS: Type.String({
+    default: '32MB',
+    pattern: '^[0-9]{1,6}(kB|MB|GB)$',
+    description:
+      "the embedded database's page cache (PostgreSQL shared_buffers) inside this process's memory: PostgreSQL's 128MB default made a quarter of npm start's RSS; 32MB holds a busy backlog's working set"
+  }),
   DB_POOL_MAX: Int(10, 1, 200, 'pg pool size; 10 covers ingest plus the worker on a small machine'),
   DB_STATEMENT_TIMEOUT_MS: Int(15_000, 0, 600_000, 'server-side cap per statement, so a stuck query frees its connection'),
   DB_READ_POOL_MAX: Int(3, 1, 200, 'PostgreSQL connections for analytical reads (summary, lists, exports), apart from DB_POOL_MAX: reads queue for these and never take the ones ingest and the worker need'),
@@ -96,6 +102,12 @@ export const ConfigSchema = Type.Object({
   QUEUE_MAX: Int(10_000, 1, 10_000_000, 'in-process queue of ids; beyond it rows wait in the database (bounded memory)'),
   BACKLOG_HARD_LIMIT: Int(5_000_000, 1, 1e12, 'pending rows above which ingest answers 503 instead of piling up'),
   WORKER_CONCURRENCY: Int(2, 1, 256, 'batches in flight per process; each batch is one model call at a time, so this bounds model calls too'),
+  INGEST_LAG_BUDGET_MS: Int(
+    50,
+    1,
+    60_000,
+    'while the event loop was later than this in the last second, the worker runs one batch at a time so ingest requests never queue behind several batches of analysis; 50 ms keeps a single POST\'s p99 near its commit time'
+  ),
   BATCH_MIN: Int(1, 1, 10_000, 'smallest adaptive batch'),
   BATCH_MAX: Int(100, 1, 10_000, 'largest adaptive batch'),
   BATCH_INITIAL: Int(20, 1, 10_000, 'batch size at start'),

@@ -206,6 +206,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Claims of batches in flight found reclaimed by another instance at renewal (this instance was too slow to renew); their insights are not stored by this instance',
       registers: r
     }),
+    workerConcurrency: new client.Gauge({
+      name: 'gleaner_worker_concurrency',
+      help: 'Batches the worker may run at once: WORKER_CONCURRENCY, or 1 while the event loop is later than INGEST_LAG_BUDGET_MS',
+      registers: r
+    }),
     workerPaused: new client.Gauge({
       name: 'gleaner_worker_paused',
       help: '1 while the worker is paused, by reason (circuit_open, budget_exhausted, database_unavailable)',

@@ -77,6 +77,9 @@ export function testConfig(env: Record<string, string | undefined>) {
   return loadConfig({ ...FAST, ...env })
 }
 
+/** A test's database holds a few thousand rows: 16MB of page cache (not 128) keeps parallel test processes small. */
+const SMALL_PGLITE = [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB']
+
 let pgliteImage: Promise<Blob> | undefined
 /**
  * A migrated, empty PGlite database as an image, made once per test process. A fresh
@@ -97,7 +100,7 @@ function migratedPgliteImage(): Promise<Blob> {
 
 /** An empty in-memory database, migrated, from the shared image (see above). */
 export async function openMemoryDatabase(logger: Logger = pino({ level: 'silent' })): Promise<Database> {
-  const client = await PGlite.create('memory://', { loadDataDir: await migratedPgliteImage() })
+  const client = await PGlite.create('memory://', { loadDataDir: await migratedPgliteImage(), startParams: SMALL_PGLITE })
   return migrated(await pgliteBackend(client, 'memory:// (test image)'), logger)
 }
 

@@ -1,6 +1,7 @@
 // The embedded back end: PGlite (PostgreSQL compiled to WASM) in DATA_DIR, one process at a
 // time (data-dir-lock.ts), or in memory for tests ("memory://").
-import { resolve } from 'node:path'
+import { existsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import type { PGlite } from '@electric-sql/pglite'
 import type { Config } from '../config.ts'
 import type { Database, Db, Executor, OpenedBackend } from './client.ts'
@@ -14,9 +15,17 @@ export async function openPglite(config: Config): Promise<OpenedBackend> {
   const dataDir = inMemory ? config.DATA_DIR : resolve(config.DATA_DIR)
   // the lock comes first: a folder another process holds is not even opened
   const releaseLock = inMemory ? () => {} : lockDataDir(dataDir)
+  const options = { startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${config.PGLITE_SHARED_BUFFERS}`] }
   let client: PGlite
   try {
-    client = await PGlite.create(dataDir)
+    const fresh = !inMemory && !existsSync(join(dataDir, 'PG_VERSION'))
+    client = await PGlite.create(dataDir, options)
+    if (fresh) {
+      // A new folder is made by initdb, whose memory (~450 MB of WebAssembly heap) this
+      // process would keep for its whole life; closed and opened again, it is given back.
+      await client.close()
+      client = await PGlite.create(dataDir, options)
+    }
   } catch (err) {
     releaseLock()
     throw err

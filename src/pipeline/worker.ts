@@ -23,6 +23,7 @@ import { analyzeLeaders } from './analyze.ts'
 import type { AdaptiveBatchSize } from './batch-size.ts'
 import type { CircuitBreaker } from './breaker.ts'
 import type { DailyBudget } from './budget.ts'
+import { batchesAllowed } from './fair-share.ts'
 import { type AnalysisCache, planFromCache } from './cache.ts'
 import { type AnalysisFailureReason, classifyFailure, retryDelayMs } from './failures.ts'
 import { cacheKey } from './normalize.ts'
@@ -48,6 +49,8 @@ export interface WorkerDeps {
    * found at start is a dead process's and is taken back at once, not after its lease.
    */
   exclusiveDatabase?: boolean
+  /** the event loop's recent lateness in ms (fair-share.ts); unset: never late */
+  loopLagMs?: () => number
 }
 
 /**
@@ -100,8 +103,12 @@ export class Worker extends EventEmitter {
   private readonly abort = new AbortController()
   private sweepTimer: NodeJS.Timeout | undefined
   private renewTimer: NodeJS.Timeout | undefined
-  /** the claimed ids of each batch in flight: what the heartbeat renews */
-  private readonly inFlight = new Map<number, string[]>()
+  /**
+   * The claimed ids of each batch in flight: what the heartbeat renews. `finishing` once it
+   * stores or hands back its rows: a renewal that no longer finds them then sees them
+   * stored or released, not lost.
+   */
+  private readonly inFlight = new Map<number, { ids: string[]; finishing: boolean }>()
   private stranded: StrandedRelease[] = []
   private sweepTicks = 0
   private lastCachePurgeAt = Date.now()
@@ -196,7 +203,7 @@ export class Worker extends EventEmitter {
 
   private claimCounts() {
     let inFlight = 0
-    for (const ids of this.inFlight.values()) inFlight += ids.length
+    for (const b of this.inFlight.values()) inFlight += b.ids.length
     let stranded = 0
     for (const r of this.stranded) stranded += r.kind === 'claims' ? r.ids.length : r.failures.length
     return { in_flight: inFlight, stranded }
@@ -210,11 +217,13 @@ export class Worker extends EventEmitter {
 
   /** The heartbeat: leases of every batch in flight run a whole LEASE_SECONDS from now again. */
   private async renewLeases(): Promise<void> {
-    const ids = [...this.inFlight.values()].flat()
+    const batches = [...this.inFlight.values()]
+    const ids = batches.flatMap((b) => b.ids)
     if (ids.length === 0) return
     try {
       const held = new Set(await this.d.conversations.renewLeases(ids, this.owner, this.d.config.LEASE_SECONDS))
-      const lost = ids.filter((id) => !held.has(id))
+      // rows of a batch finishing meanwhile are gone because they were stored or released
+      const lost = batches.filter((b) => !b.finishing).flatMap((b) => b.ids.filter((id) => !held.has(id)))
       if (lost.length) {
         // renewed too late (this process stalled past a lease): another instance has them now
         this.d.metrics.leasesLost.inc(lost.length)
@@ -340,7 +349,9 @@ export class Worker extends EventEmitter {
       await queue.waitForWork(PAUSED_RECHECK_MS)
       return
     }
-    if (this.batches.pending >= config.WORKER_CONCURRENCY) {
+    const allowed = batchesAllowed(config.WORKER_CONCURRENCY, this.d.loopLagMs?.() ?? 0, config.INGEST_LAG_BUDGET_MS)
+    this.d.metrics.workerConcurrency.set(allowed)
+    if (this.batches.pending >= allowed) {
       await this.nextBatchDone()
       return
     }
@@ -418,10 +429,8 @@ export class Worker extends EventEmitter {
     const log = this.log.child({ batch_id: batchId })
     const started = performance.now()
     let breakerTold = false
-    this.inFlight.set(
-      batchId,
-      rows.map((r) => r.id)
-    )
+    const flight = { ids: rows.map((r) => r.id), finishing: false }
+    this.inFlight.set(batchId, flight)
     this.reportClaims()
     try {
       const routeOf = (id: string) => analyzer.routeOf?.(id) ?? analyzer
@@ -444,6 +453,7 @@ export class Worker extends EventEmitter {
       }
 
       const outcome = assembleOutcome(plan, results, analyzer)
+      flight.finishing = true
       const stored = await storeOutcome({ insights: this.d.insights, cache: this.d.cache, log }, outcome, this.owner)
       this.countStored(rows, outcome.insights, stored)
       if (outcome.failures.length) await this.releaseItemFailures(outcome.failures)
@@ -460,6 +470,7 @@ export class Worker extends EventEmitter {
         'batch done'
       )
     } catch (err) {
+      flight.finishing = true
       breakerTold = (await this.handleBatchFailure(log, rows, err)) || breakerTold
     } finally {
       // A probe must report (breaker.ts's contract), or the circuit stays half-open and the

@@ -9,6 +9,7 @@ import type { Config } from '../config.ts'
 import { AdaptiveBatchSize } from '../pipeline/batch-size.ts'
 import { CircuitBreaker, circuitStateValue } from '../pipeline/breaker.ts'
 import { DailyBudget } from '../pipeline/budget.ts'
+import { eventLoopLag } from '../pipeline/fair-share.ts'
 import { AnalysisCache } from '../pipeline/cache.ts'
 import { InsightBus } from '../pipeline/insight-bus.ts'
 import { type PrefilterOptions, prefilterOptionsFrom } from '../pipeline/prefilter.ts'
@@ -51,12 +52,18 @@ export default fp(
     metrics.circuitState.set(0)
     const budget = new DailyBudget(config.DAILY_BUDGET_USD, app.repos.usage)
     const prefilter = prefilterOptionsFrom(config)
-    // the table only for analyzers that cost money or a network call (see AnalysisCache)
+    // The cache is for analyzers that cost money or a network call. For the local one, an
+    // analysis (~0.2 ms) is cheaper than the table's read and write, and a 10,000-entry LRU of
+    // unique texts is old-generation garbage churned at the drain's rate: it grew the heap by
+    // ~100 MB between collections over a 100k drain. Identical texts inside a batch are still
+    // analysed once (planFromCache), which needs no cache at all.
     const cache = new AnalysisCache(app.repos.analysisCache, {
       ttlSeconds: config.CACHE_TTL_SECONDS,
-      lruSize: config.CACHE_LRU_SIZE,
+      lruSize: analyzer.billable ? config.CACHE_LRU_SIZE : 0,
       persistent: analyzer.billable
     })
+    const lag = eventLoopLag()
+    app.addHook('onClose', async () => lag.stop())
     const worker = new Worker({
       config,
       conversations: app.repos.conversations,
@@ -76,7 +83,8 @@ export default fp(
       metrics,
       logger: opts.logger,
       // a PGlite folder is this process's alone (data-dir-lock.ts)
-      exclusiveDatabase: app.database.kind === 'pglite'
+      exclusiveDatabase: app.database.kind === 'pglite',
+      loopLagMs: lag.lagMs
     })
 
     const insights = new InsightBus(app.database, app.repos.insights, opts.logger)

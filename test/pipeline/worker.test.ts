@@ -6,6 +6,7 @@ import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t from 'tap'
 import { startFakeModelServer } from '../../loadtest/fake-model-server.ts'
+import type { Analyzer } from '../../src/analyzers/analyzer.ts'
 import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
 import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
 import { type ConversationsRepository, conversationsRepository } from '../../src/db/conversations.ts'
@@ -32,6 +33,8 @@ async function handBuiltWorker(
   opts: {
     conversations?: (real: ConversationsRepository) => ConversationsRepository
     breaker?: CircuitBreaker
+    analyzer?: (real: Analyzer) => Analyzer
+    loopLagMs?: () => number
   } = {}
 ) {
   const config = testConfig({ DATA_DIR: 'memory://', INSTANCE_ID: 'hand-built' })
@@ -41,7 +44,8 @@ async function handBuiltWorker(
   const conversations = opts.conversations ? opts.conversations(real) : real
   const insights = insightsRepository(database)
   const usage = usageRepository(database)
-  const analyzer = createLocalAnalyzer()
+  const local = createLocalAnalyzer()
+  const analyzer = opts.analyzer ? opts.analyzer(local) : local
   const worker = new Worker({
     config,
     conversations,
@@ -54,11 +58,12 @@ async function handBuiltWorker(
     batchSize: new AdaptiveBatchSize({ min: 1, max: 10, initial: 10, latencyTargetMs: 10_000 }),
     budget: new DailyBudget(undefined, usage),
     metrics: createMetrics({ defaultMetrics: false }),
-    logger: pino({ level: 'silent' })
+    logger: pino({ level: 'silent' }),
+    ...(opts.loopLagMs ? { loopLagMs: opts.loopLagMs } : {})
   })
   t.teardown(async () => {
     await worker.stop()
-    await analyzer.close()
+    await local.close()
   })
   const pending = async (texts: string[]) => {
     const rows = texts.map((content) => {
@@ -123,6 +128,31 @@ t.test('the loop survives a database error while handing back a batch the breake
   await waitFor(async () => (await insights.getMany([...first, ...second])).length === 5, { what: 'every conversation analysed' })
   t.equal(worker.status().running, true, 'the loop is still running')
   t.equal(breaker.state, 'closed', 'the probe succeeded')
+})
+
+t.test('while the event loop is late, the worker runs one batch at a time (and still drains everything)', async (t) => {
+  let inFlight = 0
+  let most = 0
+  const { worker, insights, pending } = await handBuiltWorker(t, {
+    loopLagMs: () => 1_000, // far past INGEST_LAG_BUDGET_MS
+    analyzer: (real) =>
+      Object.assign(Object.create(real) as Analyzer, {
+        async analyzeBatch(...args: Parameters<Analyzer['analyzeBatch']>) {
+          most = Math.max(most, ++inFlight)
+          try {
+            // a turn of the loop, so a second batch could start if the worker allowed it
+            await new Promise((r) => setImmediate(r))
+            return await real.analyzeBatch(...args)
+          } finally {
+            inFlight--
+          }
+        }
+      })
+  })
+  const ids = await pending(texts(60, 'lag'))
+  await worker.start()
+  await waitFor(async () => (await insights.getMany(ids)).length === 60, { what: 'all analysed' })
+  t.equal(most, 1, 'never two batches at once (WORKER_CONCURRENCY is 2)')
 })
 
 t.test('a batch in flight longer than its lease keeps its claims: the heartbeat renews them', async (t) => {

@@ -1,0 +1,24 @@
+// The fair-share policy: one batch at a time while the event loop is late, all of them when
+// it is on time; and the lag reading follows a loop that was really blocked.
+import t from 'tap'
+import { batchesAllowed, eventLoopLag } from '../../src/pipeline/fair-share.ts'
+import { waitFor } from '../helper.ts'
+
+t.test('the configured concurrency while the loop is on time, one batch while it is late', async (t) => {
+  t.equal(batchesAllowed(4, 0, 50), 4)
+  t.equal(batchesAllowed(4, 50, 50), 4, 'at the budget is on time')
+  t.equal(batchesAllowed(4, 51, 50), 1, 'past it, one batch: the backlog still drains')
+  t.equal(batchesAllowed(1, 500, 50), 1)
+})
+
+t.test('the lag reading sees a blocked event loop', async (t) => {
+  const lag = eventLoopLag()
+  t.teardown(lag.stop)
+  await new Promise((r) => setTimeout(r, 50)) // the monitor's timer runs from the next turn on
+  const until = Date.now() + 300
+  while (Date.now() < until) {
+    // block the loop, as a long synchronous slice of analysis would
+  }
+  const seen = await waitFor(() => lag.lagMs() >= 200 && lag.lagMs(), { what: 'the next window to report the block' })
+  t.ok(seen >= 200, `a 300 ms block reads as ${Math.round(seen)} ms late`)
+})
