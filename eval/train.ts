@@ -171,23 +171,35 @@ function writeModel(dir: string, model: { meta: LinearModelMeta; weights: Int8Ar
   writeFileSync(join(dir, `${model.meta.name}.bin`), model.weights)
 }
 
-export function trainAll(dataDir: string, outDir: string, opts: { bits?: number; epochs?: number } = {}) {
-  const data = loadDatasets(dataDir)
-  const sentiment = trainLinearModel({
+/** The sentiment model's recipe, shared by `npm run train` and the out-of-distribution runs of `npm run eval`. */
+export function trainSentimentModel(examples: readonly Example<string>[], opts: { bits?: number; epochs?: number; data?: string } = {}) {
+  const { data, ...rest } = opts
+  return trainLinearModel({
     name: 'sentiment',
     classes: SENTIMENT_CLASSES,
-    examples: data.sentimentTrain,
+    examples,
     setWeights: SENTIMENT_SET_WEIGHTS,
-    ...opts,
-    provenance: { data: 'SST-2 train (binary) and TweetEval sentiment (val+test, minus the dev hash split)' }
+    ...rest,
+    provenance: { data: data ?? 'SST-2 train (binary) and TweetEval sentiment (val+test, minus the dev hash split)' }
   })
-  const intent = trainLinearModel({
+}
+
+/** The intent model's recipe, as trainSentimentModel. */
+export function trainIntentModel(examples: readonly Example<string>[], opts: { bits?: number; epochs?: number; data?: string } = {}) {
+  const { data, ...rest } = opts
+  return trainLinearModel({
     name: 'intent',
     classes: INTENT_MODEL_CLASSES,
-    examples: data.intentTrain,
-    ...opts,
-    provenance: { data: 'banking77 train and both Bitext customer-service sets, mapped by eval/intent-mapping.ts, minus the dev hash split' }
+    examples,
+    ...rest,
+    provenance: { data: data ?? 'banking77 train and both Bitext customer-service sets, mapped by eval/intent-mapping.ts, minus the dev hash split' }
   })
+}
+
+export function trainAll(dataDir: string, outDir: string, opts: { bits?: number; epochs?: number } = {}) {
+  const data = loadDatasets(dataDir)
+  const sentiment = trainSentimentModel(data.sentimentTrain, opts)
+  const intent = trainIntentModel(data.intentTrain, opts)
   writeModel(outDir, sentiment)
   writeModel(outDir, intent)
   return { sentiment: sentiment.meta, intent: intent.meta, unmapped: data.unmapped }

@@ -333,7 +333,7 @@ function rankTopics(counts: Map<Topic, number>): string[] {
 
 const MODELS_DIR = new URL('./models/', import.meta.url)
 
-interface Engines {
+export interface Engines {
   sentiment: LinearModel
   intent: LinearModel
   /** tinyld's guesses, best first, with its confidence (0-1) */
