@@ -1,6 +1,6 @@
 // npm run eval -- --data DIR [--api] [--json FILE] [--speed N] [--validate]
 // The local analyzer before (local-lexicon-v1, frozen in eval/baseline-local-lexicon-v1.ts)
-// and now (local-linear-v2), side by side on the dev splits no model was trained on:
+// and now (local-linear-v3), side by side on the dev splits no model was trained on:
 // sentiment on SST-2 dev and our TweetEval split, intent on our split of banking77 and
 // Bitext mapped onto the taxonomy, multi-turn sentiment and summary ROUGE on the
 // hand-written dialogues in eval/fixtures, and analyzer speed. With --api the new analyzer
@@ -186,7 +186,7 @@ function table(rows: { name: string; report: Report; speed?: number }[], models?
   }
   if (models) {
     lines.push(
-      `| the v2 models alone (argmax, no rules) | ${f2(models.sst2.accuracy)} | ${f2(models.tweeteval.macroRecall)} | ${f2(models.tweeteval.accuracy)} | ${f2(models.intent.macroF1)} | ${f2(models.intent.accuracy)} | — | — | — | — | — |`
+      `| the models alone (argmax, no rules) | ${f2(models.sst2.accuracy)} | ${f2(models.tweeteval.macroRecall)} | ${f2(models.tweeteval.accuracy)} | ${f2(models.intent.macroF1)} | ${f2(models.intent.accuracy)} | — | — | — | — | — |`
     )
   }
   return lines.join('\n')

@@ -39,14 +39,17 @@ import { type AnalysisInput, type Analyzer, type BatchResult, type ItemResult, M
 import { type LinearModel, loadLinearModel } from './linear-model.ts'
 import { featureTokens } from './text-features.ts'
 
-export const LOCAL_MODEL = 'local-linear-v2'
+/** v3: the intent model retrained with a stronger L2 (it transfers better across datasets; README "Local models"). */
+export const LOCAL_MODEL = 'local-linear-v3'
 /**
  * The version of the rules around the models: part of the analysis cache key, so it moves
- * whenever a rule changes a reading (v2.1: polite requests neutral, outages and late parcels
- * grievances, a ritual "ok thanks" closes nothing, summaries lead with the problem) and no
- * cached older reading is served as new.
+ * whenever a rule changes a reading and no cached older reading is served as new (v2.1:
+ * polite requests neutral, outages and late parcels grievances, a ritual "ok thanks" closes
+ * nothing, summaries lead with the problem; v3.0: one customer-state step per turn, a
+ * neutral band, a plain request is a question rather than "other", more urgency cues:
+ * weekday deadlines, money gone, payments not made, threats to port or move).
  */
-export const LOCAL_PROMPT_VERSION = 'v2.1'
+export const LOCAL_PROMPT_VERSION = 'v3.0'
 
 /**
  * Analysed text per conversation is capped: 16,000 characters of customer text, 4,000 of
@@ -72,6 +75,14 @@ const SUMMARY_SECOND_SENTENCE_BELOW = 140
 const CLEARLY_NEGATIVE = 0.45
 /** …and this much positive is praise or relief. */
 const CLEARLY_POSITIVE = 0.45
+/**
+ * A conversation whose averaged tone (p(pos) - p(neg)) is this close to zero is neutral even
+ * where the model's own neutral class is smaller: a model that never saw the domain's plain
+ * statements spreads them over both poles. Chosen on the validation sides: SST-2 → TweetEval
+ * macro-recall +0.007 and accuracy +0.05 at 0.2; 0.35 gives +0.016 but costs the
+ * in-distribution TweetEval split 0.008.
+ */
+const NEUTRAL_BAND = 0.2
 /**
  * The intent model's top probability at or above this decides: on its dev split 92% of
  * predictions clear it and 99% of those are right; on support text unlike its training
@@ -193,7 +204,7 @@ const UNRESOLVED_RE =
  * service down, a deadline or time pressure, a threat to leave, sue, dispute or go public.
  */
 const HIGH_URGENCY_RE =
-  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|by (tonight|tomorrow|today|end of (the )?day)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|never (signed up|subscribed|agreed) (for|to)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my )?money|money (is )?(gone|missing|lost)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)) to (another|a different|your competitor)|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
+  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|(by|before) (tonight|tomorrow|today|end of (the )?(day|week)|monday|tuesday|wednesday|thursday|friday|saturday|sunday|the weekend)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|never (signed up|subscribed|agreed) (for|to)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my |the )?money|money (is |has )?(gone|missing|lost|left my account)|where is my money|(payments?|transactions?|charges?) (that )?(i|we) (didn'?t|did not|never) (make|made|authori[sz]e)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)|port(ing)?) (everything |my number |my account |my money |my business )?to (another|a different|a new|your competitor)|port(ing)? my number|tak(e|ing) my business elsewhere|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
 const HIGH_URGENCY_EXCLAMATIONS = 3
 
 const CURLY_APOSTROPHE_RE = /[\u2018\u2019]/g
@@ -599,6 +610,7 @@ function sentimentOfStates(states: readonly CustomerState[]): { sentiment: Senti
   const pPos = (1 - meanNeutral + mean) / 2
   const pNeg = (1 - meanNeutral - mean) / 2
   if (meanNeutral >= pPos && meanNeutral >= pNeg) return { sentiment: 'neutral', score: mean }
+  if (Math.abs(mean) < NEUTRAL_BAND) return { sentiment: 'neutral', score: mean }
   if (mean > 0 && unresolvedProblem) return { sentiment: 'neutral', score: mean }
   return { sentiment: mean > 0 ? 'positive' : 'negative', score: mean }
 }
@@ -631,7 +643,10 @@ function classifyIntent(model: LinearModel, lower: string, sentiment: Sentiment,
   if (unhappy && (COMPLAINT_RE.test(lower) || !asksQuestion)) return 'complaint'
   if (p[best]! >= INTENT_CONFIDENT) return nothingAsked(predicted) ? 'other' : complaintOver(predicted)
   if (PURCHASE_RE.test(lower)) return 'purchase'
-  if (asksQuestion || WH_QUESTION_RE.test(lower)) return 'question'
+  // a request nothing above claims ("i need to see my invoice") asks for help or information:
+  // a question; "other" is for what is unclear (measured: banking77 → Bitext validation
+  // macro-F1 +0.014, accuracy +0.10, the dev figures unchanged)
+  if (asks) return 'question'
   return 'other'
 }
 
