@@ -119,9 +119,14 @@ export function loadDatasets(dir: string): Datasets {
   // my PIN?") would be read by tone words alone ("help" as positive). Requests from the
   // intent training split whose intent carries no grievance, minus Bitext's offensive
   // register (W), teach that a plain request is neutral.
-  for (const e of intentTrain) {
-    if (NEUTRAL_REQUEST_INTENTS.has(e.label) && !e.flags?.includes('W')) sentimentTrain.push({ text: e.text, label: 'neutral', set: 'support-requests' })
-  }
+  sentimentTrain.push(...supportRequestsAsNeutral(intentTrain))
 
   return { sentimentTrain, sentimentDev, intentTrain, intentDev, unmapped }
+}
+
+/** The plain requests among intent examples, as neutral sentiment examples (see loadDatasets). */
+export function supportRequestsAsNeutral(intent: readonly Example<Intent>[]): Example<SentimentLabel>[] {
+  return intent
+    .filter((e) => NEUTRAL_REQUEST_INTENTS.has(e.label) && !e.flags?.includes('W'))
+    .map((e) => ({ text: e.text, label: 'neutral' as const, set: 'support-requests' }))
 }

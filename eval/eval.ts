@@ -1,6 +1,6 @@
-// npm run eval -- --data DIR [--api] [--json FILE] [--speed N]
+// npm run eval -- --data DIR [--api] [--json FILE] [--speed N] [--validate]
 // The local analyzer before (local-lexicon-v1, frozen in eval/baseline-local-lexicon-v1.ts)
-// and now (local-linear-v2), side by side on the dev splits no model was trained on:
+// and now (local-linear-v3), side by side on the dev splits no model was trained on:
 // sentiment on SST-2 dev and our TweetEval split, intent on our split of banking77 and
 // Bitext mapped onto the taxonomy, multi-turn sentiment and summary ROUGE on the
 // hand-written dialogues in eval/fixtures, and analyzer speed. With --api the new analyzer
@@ -16,6 +16,7 @@ import { CUSTOMER_ROLES, INTENTS, type InsightFields, type Message } from '../sr
 import { createBaselineAnalyzer } from './baseline-local-lexicon-v1.ts'
 import { type Example, loadDatasets } from './datasets.ts'
 import { classificationFigures, type Figures, rouge } from './metrics.ts'
+import { evaluateOutOfDistribution, loadHeldOutDialogues, type OodReport, oodTable, retrainedLocal, untrained } from './out-of-distribution.ts'
 
 export interface Dialogue {
   id: string
@@ -32,15 +33,17 @@ export function loadDialogues(): Dialogue[] {
 /** Anything that turns conversations into insights: an analyzer in-process, or the service over HTTP. */
 export type InsightSource = (conversations: Message[][]) => Promise<InsightFields[]>
 
-export function viaAnalyzer(analyzer: Analyzer): InsightSource {
+/** `onFailure`, where given, stands in for an item the analyzer fails on (scored as a wrong answer); otherwise a failure throws. */
+export function viaAnalyzer(analyzer: Analyzer, onFailure?: InsightFields): InsightSource {
   return async (conversations) => {
     const out: InsightFields[] = []
     for (let i = 0; i < conversations.length; i += 100) {
       const items = conversations.slice(i, i + 100).map((messages, k) => ({ id: String(i + k), source: 'eval', messages }))
       const { results } = await analyzer.analyzeBatch(items)
       for (const r of results) {
-        if (!r.ok) throw new Error(`analysis failed: ${r.error}`)
-        out.push(r.insight)
+        if (r.ok) out.push(r.insight)
+        else if (onFailure) out.push(onFailure)
+        else throw new Error(`analysis failed: ${r.error}`)
       }
     }
     return out
@@ -183,7 +186,7 @@ function table(rows: { name: string; report: Report; speed?: number }[], models?
   }
   if (models) {
     lines.push(
-      `| the v2 models alone (argmax, no rules) | ${f2(models.sst2.accuracy)} | ${f2(models.tweeteval.macroRecall)} | ${f2(models.tweeteval.accuracy)} | ${f2(models.intent.macroF1)} | ${f2(models.intent.accuracy)} | — | — | — | — | — |`
+      `| the models alone (argmax, no rules) | ${f2(models.sst2.accuracy)} | ${f2(models.tweeteval.macroRecall)} | ${f2(models.tweeteval.accuracy)} | ${f2(models.intent.macroF1)} | ${f2(models.intent.accuracy)} | — | — | — | — | — |`
     )
   }
   return lines.join('\n')
@@ -263,11 +266,11 @@ export async function viaApi(): Promise<{ source: InsightSource; close: () => Pr
 
 async function main() {
   const { values } = parseArgs({
-    options: { data: { type: 'string' }, api: { type: 'boolean' }, json: { type: 'string' }, speed: { type: 'string' } }
+    options: { data: { type: 'string' }, api: { type: 'boolean' }, json: { type: 'string' }, speed: { type: 'string' }, validate: { type: 'boolean' } }
   })
   const dataDir = values.data ?? process.env.GLEANER_DATA_DIR
   if (!dataDir) {
-    console.error('usage: npm run eval -- --data DIR [--api] [--json FILE] [--speed N]   (or GLEANER_DATA_DIR=DIR)')
+    console.error('usage: npm run eval -- --data DIR [--api] [--json FILE] [--speed N] [--validate]   (or GLEANER_DATA_DIR=DIR)')
     process.exit(2)
   }
   const loaded = loadDatasets(dataDir)
@@ -289,6 +292,13 @@ async function main() {
       await api.close()
     }
   }
+  // --validate: the validation side, where changes are tried; the held-out dialogues are test only
+  const side = values.validate ? 'validation' : 'test'
+  const heldOut = values.validate ? [] : loadHeldOutDialogues()
+  const ood: { name: string; report: OodReport }[] = [
+    { name: 'local-lexicon-v1 (before)', report: await evaluateOutOfDistribution(untrained(before), loaded, heldOut, side) },
+    { name: `${LOCAL_MODEL} (now)`, report: await evaluateOutOfDistribution(retrainedLocal(), loaded, heldOut, side) }
+  ]
   const loadStarted = performance.now()
   loadLinearModel(new URL('../src/analyzers/models/', import.meta.url), 'sentiment')
   loadLinearModel(new URL('../src/analyzers/models/', import.meta.url), 'intent')
@@ -302,7 +312,11 @@ async function main() {
     '',
     `Summary baseline, the first two sentences of the customer's first message: ROUGE-1 / ROUGE-L ${f2(lead.rouge1)} / ${f2(lead.rougeL)}.`,
     '',
-    `Loading both v2 models: ${loadMs.toFixed(0)} ms.`,
+    `Out of distribution (${side} side): each intent column retrains both models without the dataset it tests; each sentiment column retrains the sentiment model on the other set; ${heldOut.length} held-out dialogues (eval/fixtures/dialogues-heldout.json) with the shipped models.`,
+    '',
+    oodTable(ood, heldOut),
+    '',
+    `Loading both models: ${loadMs.toFixed(0)} ms.`,
     '',
     perClassTable(rows[0]!.report.intent, rows[1]!.report.intent),
     '',
@@ -315,7 +329,7 @@ async function main() {
     ...rows[1]!.report.perDialogue.map((d) => `- ${d.id}: ${d.sentiment} — ${d.summary}`)
   ].join('\n')
   console.log(out)
-  if (values.json) writeFileSync(values.json, `${JSON.stringify({ rows, models }, null, 2)}\n`)
+  if (values.json) writeFileSync(values.json, `${JSON.stringify({ rows, models, ood }, null, 2)}\n`)
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main()

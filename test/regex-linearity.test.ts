@@ -11,6 +11,7 @@ import { join, relative } from 'node:path'
 import { type AttackPattern, checkSync } from 'recheck'
 import t from 'tap'
 import ts from 'typescript'
+import { BUILT_REGEXES } from '../src/analyzers/local.ts'
 
 const SRC = join(import.meta.dirname, '..', 'src')
 /** Per regex; the largest alternations take a few seconds on an idle machine. */
@@ -43,6 +44,23 @@ function tsFiles(dir: string): string[] {
   )
 }
 
+/** Every `new RegExp(...)` call in src/: each must be one of the regexes the module exports for this test. */
+function regexConstructions(): { file: string; line: number }[] {
+  const found: { file: string; line: number }[] = []
+  for (const path of tsFiles(SRC)) {
+    const file = relative(SRC, path)
+    const sf = ts.createSourceFile(path, readFileSync(path, 'utf8'), ts.ScriptTarget.Latest, true)
+    const visit = (node: ts.Node): void => {
+      if ((ts.isNewExpression(node) || ts.isCallExpression(node)) && ts.isIdentifier(node.expression) && node.expression.text === 'RegExp') {
+        found.push({ file, line: sf.getLineAndCharacterOfPosition(node.getStart(sf)).line + 1 })
+      }
+      ts.forEachChild(node, visit)
+    }
+    visit(sf)
+  }
+  return found
+}
+
 function regexLiterals(): Literal[] {
   const found: Literal[] = []
   for (const path of tsFiles(SRC)) {
@@ -63,11 +81,34 @@ function regexLiterals(): Literal[] {
   return found
 }
 
-const literals = regexLiterals()
+// the literals, and the regexes the local analyzer builds from its word lists at load time
+const literals = [
+  ...regexLiterals(),
+  ...Object.entries(BUILT_REGEXES).map(([name, re]) => ({ file: 'analyzers/local.ts', line: 0, name, source: re.source, flags: re.flags }))
+]
+
+t.test('every regex built at run time is one the analyzer exports for this test', async (t) => {
+  const built = regexConstructions()
+  t.ok(
+    built.every((b) => b.file === 'analyzers/local.ts'),
+    `built only in analyzers/local.ts: ${JSON.stringify(built)}`
+  )
+  t.ok(Object.keys(BUILT_REGEXES).length >= 4, 'the question openers and the courtesy words')
+  // two builders (sentence openers, whole words), each called for every exported regex
+  t.equal(built.length, 2, 'two builders in src/: the question openers and the courtesy words')
+})
 
 t.test('the inventory finds the regexes that see client text', async (t) => {
   const names = new Set(literals.map((l) => `${l.file}:${l.name}`))
-  for (const expected of ['pipeline/prefilter.ts:URL_RE', 'pipeline/prefilter.ts:PUNCT_RE', 'analyzers/local.ts:WH_QUESTION_RE', 'analyzers/local.ts:SELF_NAME_RE']) {
+  for (const expected of [
+    'pipeline/prefilter.ts:URL_RE',
+    'pipeline/prefilter.ts:PUNCT_RE',
+    'analyzers/local.ts:WH_QUESTION_RE',
+    'analyzers/local.ts:SUPPORT_QUESTION_RE',
+    'analyzers/local.ts:THANKS_RE',
+    'analyzers/local.ts:GRATITUDE_RE',
+    'analyzers/local.ts:SELF_NAME_RE'
+  ]) {
     t.ok(names.has(expected), expected)
   }
   t.ok(literals.length > 50, `${literals.length} literals`)

@@ -39,14 +39,17 @@ import { type AnalysisInput, type Analyzer, type BatchResult, type ItemResult, M
 import { type LinearModel, loadLinearModel } from './linear-model.ts'
 import { featureTokens } from './text-features.ts'
 
-export const LOCAL_MODEL = 'local-linear-v2'
+/** v3: the intent model retrained with a stronger L2 (it transfers better across datasets; README "Local models"). */
+export const LOCAL_MODEL = 'local-linear-v3'
 /**
  * The version of the rules around the models: part of the analysis cache key, so it moves
- * whenever a rule changes a reading (v2.1: polite requests neutral, outages and late parcels
- * grievances, a ritual "ok thanks" closes nothing, summaries lead with the problem) and no
- * cached older reading is served as new.
+ * whenever a rule changes a reading and no cached older reading is served as new (v2.1:
+ * polite requests neutral, outages and late parcels grievances, a ritual "ok thanks" closes
+ * nothing, summaries lead with the problem; v3.0: one customer-state step per turn, a
+ * neutral band, a plain request is a question rather than "other", more urgency cues:
+ * weekday deadlines, money gone, payments not made, threats to port or move).
  */
-export const LOCAL_PROMPT_VERSION = 'v2.1'
+export const LOCAL_PROMPT_VERSION = 'v3.0'
 
 /**
  * Analysed text per conversation is capped: 16,000 characters of customer text, 4,000 of
@@ -72,6 +75,14 @@ const SUMMARY_SECOND_SENTENCE_BELOW = 140
 const CLEARLY_NEGATIVE = 0.45
 /** …and this much positive is praise or relief. */
 const CLEARLY_POSITIVE = 0.45
+/**
+ * A conversation whose averaged tone (p(pos) - p(neg)) is this close to zero is neutral even
+ * where the model's own neutral class is smaller: a model that never saw the domain's plain
+ * statements spreads them over both poles. Chosen on the validation sides: SST-2 → TweetEval
+ * macro-recall +0.007 and accuracy +0.05 at 0.2; 0.35 gives +0.016 but costs the
+ * in-distribution TweetEval split 0.008.
+ */
+const NEUTRAL_BAND = 0.2
 /**
  * The intent model's top probability at or above this decides: on its dev split 92% of
  * predictions clear it and 99% of those are right; on support text unlike its training
@@ -101,8 +112,20 @@ const COMPLAINT_RE =
   /\b(unacceptable|terrible|awful|horrible|horrendous|disappoint\w*|frustrat\w*|ridiculous|worst|complain\w*|overcharg\w*|rude|useless|scam|angry|furious|upset|not happy|unhappy|poor (service|quality|support)|waste of|never again|fed up|sick of|charged twice|double[- ]charged|still (waiting|hasn'?t|haven'?t|not)|no one|nobody|hung up on (me|us)|still (got |get |being )?charged)\b/
 const PURCHASE_RE =
   /\b((want|like|looking|planning|ready|going) to (buy|purchase|order|upgrade|subscribe)|where (can|do) i buy|place an? order|pricing|prices?|quote|how much|upgrade to|sign up for|in stock)\b/
-// after the last line break of a blank run: `[.!\n]\s*` rescanned every newline of a run (quadratic)
-const WH_QUESTION_RE = /(^|[.!\n][^\S\n]*)(how|what|when|where|why|who|which|is there|can i|do you)\b/
+/**
+ * How a support question opens ("how do I…", "is there…", "does it…"): a request for help or
+ * information. Rhetorical and excited questions in social text ("who's ready?!") open otherwise.
+ */
+const SUPPORT_QUESTION_OPENERS = ['how', 'what', 'when', 'where', 'is there', 'are there', 'can i', 'can we', 'do you', 'does it', 'does the', 'does your', 'is it possible']
+/** Any question's opening: the support openers and the other wh-words. */
+const QUESTION_OPENERS = [...SUPPORT_QUESTION_OPENERS, 'why', 'who', 'which']
+/**
+ * A sentence that opens with one of `openers`. Built from a list of plain words (no
+ * metacharacters), anchored at the start or after the last blank of a run: `[.!\n]\s*`
+ * rescanned every newline of a run (quadratic). Checked by test/regex-linearity.test.ts.
+ */
+const sentenceOpenerRe = (openers: readonly string[]) => new RegExp(`(^|[.!\\n][^\\S\\n]*)(${openers.join('|')})\\b`)
+const WH_QUESTION_RE = sentenceOpenerRe(QUESTION_OPENERS)
 const QUESTION_MARK_RE = /\?/
 /** Asking for something: a question, a request, a problem. Praise has none of these. */
 const REQUEST_RE =
@@ -132,19 +155,39 @@ const GRIEVANCE_RE =
 const POLITE_ASK_RE = /\b(please|pls|plz|kindly|could you|can you|would you|will you|let me know|get back to me|any (update|news)|help me|i need|we need|i'd like|i would like|we'd like|we would like)\b/
 /** A request, or a support question ("is there a discount…?"): rhetorical and excited questions in social text ("who's ready?!") are left to the model. */
 const asksPolitely = (lower: string) => POLITE_ASK_RE.test(lower) || (QUESTION_MARK_RE.test(lower) && SUPPORT_QUESTION_RE.test(lower))
-/** How support questions open; two separate tests (this and a question mark) keep both linear. */
-const SUPPORT_QUESTION_RE = /(^|[.!\n][^\S\n]*)(how|what|when|where|is there|are there|can i|can we|do you|does (it|the|your)|is it possible)\b/
+/** Two separate tests (this and a question mark) keep both linear. */
+const SUPPORT_QUESTION_RE = sentenceOpenerRe(SUPPORT_QUESTION_OPENERS)
+/**
+ * Courtesy, one list per kind; COURTESY_WORDS, THANKS_RE and GRATITUDE_RE are all derived
+ * from them, so a word added here counts everywhere. Plain words only (no metacharacters).
+ */
+const GRATITUDE_WORDS = ['thanks', 'thank', 'thx', 'ty', 'tysm', 'cheers', 'appreciate', 'appreciated']
+const ACKNOWLEDGEMENT_WORDS = ['ok', 'okay', 'k', 'alright', 'sure', 'yes', 'no', 'cool', 'great', 'noted', 'understood', 'done', 'will', 'do']
+const GREETING_WORDS = ['hi', 'hello', 'hey', 'bye', 'goodbye', 'regards', 'welcome', 'sorry', 'apologies', 'please', 'pls']
+/** Words that only hold the others together in courtesy ("thank you so much for your help again"). */
+const COURTESY_FILLER_WORDS = 'you u so much very it have a nice good day the all for your help again in advance sent'.split(' ')
+/** Words that alone make a turn courtesy, not opinion: "Thanks!", "ok, thank you", "bye". */
+const COURTESY_WORDS: ReadonlySet<string> = new Set([...GRATITUDE_WORDS, ...ACKNOWLEDGEMENT_WORDS, ...GREETING_WORDS, ...COURTESY_FILLER_WORDS])
+/** Whole words of `words`, with "thank you" taken as one. Built from plain words: linear, checked by test/regex-linearity.test.ts. */
+const wordsRe = (words: readonly string[], flags = '') => new RegExp(`\\b(thank you|${words.join('|')})\\b`, flags)
 /**
  * Thanks and okays in a later turn ("ok thanks for letting me know") are the ritual close of
  * a support exchange, not a verdict on it; the first turn keeps them (on its own, "thanks
  * for the quick fix" is the customer's verdict).
  */
-const THANKS_RE = /\b(thanks|thank you|thx|ty|cheers|ok|okay|alright)\b/gi
+const THANKS_RE = wordsRe([...GRATITUDE_WORDS, 'ok', 'okay', 'alright'], 'gi')
 function withoutThanks(text: string): string {
   const rest = text.replace(THANKS_RE, ' ')
   return LETTER_RE.test(rest) ? rest : text
 }
-const GRATITUDE_RE = /\b(thanks|thank|thx|ty|tysm|cheers|appreciated?)\b/
+const GRATITUDE_RE = wordsRe(GRATITUDE_WORDS)
+/**
+ * The regexes built from word lists at load time (every other regex in src/ is a literal):
+ * test/regex-linearity.test.ts checks them beside the literals, and fails when a
+ * `new RegExp` in src/ is missing from here.
+ */
+export const BUILT_REGEXES: Readonly<Record<string, RegExp>> = { WH_QUESTION_RE, SUPPORT_QUESTION_RE, THANKS_RE, GRATITUDE_RE }
+
 /** Words of real praise or pleasure: a request that carries them may be positive. */
 const PRAISE_RE =
   /\b(lov(e|ed|es|ing)|great|amazing|awesome|wonderful|excellent|fantastic|brilliant|perfect|happy|glad|pleased|delighted|impressed|best|superb|thrilled|nice|appreciated?|helpful|well done|good job|so (much )?(better|faster|easier))\b/
@@ -161,7 +204,7 @@ const UNRESOLVED_RE =
  * service down, a deadline or time pressure, a threat to leave, sue, dispute or go public.
  */
 const HIGH_URGENCY_RE =
-  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|by (tonight|tomorrow|today|end of (the )?day)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|never (signed up|subscribed|agreed) (for|to)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my )?money|money (is )?(gone|missing|lost)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)) to (another|a different|your competitor)|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
+  /\b(urgent\w*|asap|a\.s\.a\.p|immediately|right now|emergency|deadline|(by|before) (tonight|tomorrow|today|end of (the )?(day|week)|monday|tuesday|wednesday|thursday|friday|saturday|sunday|the weekend)|(flight|train) (is|leaves|departs) |outages?|(is|are|was|were|been|went|still|completely|totally|entirely|everything|site|server|servers|service|app|system|website|platform|network|internet|wifi) down|down (for everyone|again|since|for (hours|days))|no (service|signal|internet|connection|power|network|wifi|coverage)|(can'?t|cannot|can not|unable to|couldn'?t|could not) (access|log ?in|sign ?in|get into|use (my|the)? ?(account|card|phone))|locked out|security (breach|incident)|breach(ed)?|hack(ed|er|ers)?|compromised|stolen|theft|fraud\w*|scam\w*|unauthori[sz]ed|(didn'?t|did not|never) (make|authori[sz]e|order|do) (this|that|these|the|a|it)|never (signed up|subscribed|agreed) (for|to)|(don'?t|do not) recogni[sz]e|not recogni[sz]ed|charged (me |us )?twice|double[- ]charged|charged (me |us )?(two|2|three|3) times|lost (my |the )?money|money (is |has )?(gone|missing|lost|left my account)|where is my money|(payments?|transactions?|charges?) (that )?(i|we) (didn'?t|did not|never) (make|made|authori[sz]e)|missing (money|funds|payment)|legal\w*|lawyers?|attorneys?|sue|suing|lawsuit|court|small claims|chargebacks?|charge back|dispute (the|this|a)? ?(charge|transaction|payment)|report (you|this) to|better business bureau|bbb|consumer protection|ombudsman|(switch(ing)?|go(ing)?|mov(e|ing)|port(ing)?) (everything |my number |my account |my money |my business )?to (another|a different|a new|your competitor)|port(ing)? my number|tak(e|ing) my business elsewhere|(leave|leaving|close|closing) (my account|for good)|never (use|using|buy|buying|fly|flying|order|ordering) (you|this|from|with)|going public)\b/
 const HIGH_URGENCY_EXCLAMATIONS = 3
 
 const CURLY_APOSTROPHE_RE = /[\u2018\u2019]/g
@@ -185,12 +228,6 @@ const SELF_NAME_RE = /\b([Mm]y name is|[Mm]y name's|[Tt]his is|I am|I'm) (\p{Lu}
 const ENDS_SENTENCE_RE = /[.!?\u2026]$/
 // from the start of a blank run only: /\s+([.,!?;:])/ rescanned a run from each of its characters
 const SPACE_BEFORE_PUNCT_RE = /(?<!\s)\s+([.,!?;:])/g
-/** Words that alone make a turn courtesy, not opinion: "Thanks!", "ok, thank you", "bye". */
-const COURTESY_WORDS = new Set(
-  'thanks thank thx ty tysm you u so much very please pls hi hello hey cheers regards appreciate appreciated it sorry apologies welcome bye goodbye ok okay k great cool alright sure yes no will do done sent noted understood have a nice good day the all for your help again in advance'.split(
-    ' '
-  )
-)
 /** English function words: text that is mostly these is English without asking tinyld. */
 const ENGLISH_STOP_WORDS = new Set(
   "a an the and or but if of to in on at for with from by about as into is are was were be been being am do does did have has had i me my we our you your he she it its they them their this that these those not no can can't cannot could would should will won't don't doesn't didn't isn't aren't wasn't what when where why how which who there here so very just still please thanks thank".split(
@@ -333,7 +370,7 @@ function rankTopics(counts: Map<Topic, number>): string[] {
 
 const MODELS_DIR = new URL('./models/', import.meta.url)
 
-interface Engines {
+export interface Engines {
   sentiment: LinearModel
   intent: LinearModel
   /** tinyld's guesses, best first, with its confidence (0-1) */
@@ -450,18 +487,35 @@ function sentences(text: string): string[] {
 // ---------------------------------------------------------------------------------------
 // Sentiment
 
-interface TurnSentiment {
-  /** p(positive) - p(negative) */
+/**
+ * What one customer turn says, read once: the model's tone of its opinion sentences, and the
+ * support facts the rules see in it. conversationSentiment decides from these states alone,
+ * so every rule about requests, problems, praise and resolution sits in one place.
+ */
+interface CustomerState {
+  turn: Turn
+  /** p(positive) - p(negative), read without courtesy sentences (later turns: without ritual thanks) */
   polarity: number
   pNeutral: number
+  /** an eye-roll emoji, or praise words in a turn that reports a failure */
   sarcastic: boolean
+  /** a grievance or complaint in words, however calmly stated ("I was charged twice") */
+  grievance: boolean
+  /** a malfunction or access trouble reported ("the app crashes", "I can't log in") */
+  problem: boolean
+  /** asks for something: a polite request or a support question */
+  request: boolean
+  /** words of real praise or pleasure */
+  praise: boolean
+  /** the turn says it is fixed, or that it still is not */
+  resolution: 'resolved' | 'unresolved' | undefined
 }
 
 /**
- * A turn's sentiment without its courtesy sentences: "This is broken. Thanks." is read as
- * "This is broken." A sarcastic turn is negative whatever its words say.
+ * A turn's state. Its text is read without its courtesy sentences: "This is broken. Thanks."
+ * is read as "This is broken." A sarcastic turn is negative whatever its words say.
  */
-function turnSentiment(model: LinearModel, turn: Turn, later = false): TurnSentiment {
+function customerState(model: LinearModel, turn: Turn, later: boolean): CustomerState {
   let text = later ? withoutThanks(turn.text) : turn.text
   const parts = sentences(text)
   if (parts.length > 1) {
@@ -469,68 +523,94 @@ function turnSentiment(model: LinearModel, turn: Turn, later = false): TurnSenti
     if (kept.length && kept.length < parts.length) text = kept.join(' ')
   }
   const p = model.predict(text)
-  const [neg, neu, pos] = [p[0]!, p[1]!, p[2]!]
-  const sarcastic = SARCASM_EMOJI_RE.test(turn.text) || (SARCASM_PHRASE_RE.test(turn.lower) && FAILURE_RE.test(turn.lower))
-  if (sarcastic) return { polarity: -Math.max(Math.abs(pos - neg), CLEARLY_NEGATIVE), pNeutral: neu, sarcastic }
-  // a polite request without praise is neutral (domain: "a plain question, request"): the
-  // positive mass above the negative moves to neutral, a negative reading is kept
-  if (pos > neg && asksPolitely(turn.lower) && !PRAISE_RE.test(turn.lower)) return { polarity: 0, pNeutral: neu + pos - neg, sarcastic }
-  return { polarity: pos - neg, pNeutral: neu, sarcastic }
+  const [neg, pos] = [p[0]!, p[2]!]
+  const lower = turn.lower
+  const sarcastic = SARCASM_EMOJI_RE.test(turn.text) || (SARCASM_PHRASE_RE.test(lower) && FAILURE_RE.test(lower))
+  return {
+    turn,
+    polarity: sarcastic ? -Math.max(Math.abs(pos - neg), CLEARLY_NEGATIVE) : pos - neg,
+    pNeutral: p[1]!,
+    sarcastic,
+    grievance: GRIEVANCE_RE.test(lower) || COMPLAINT_RE.test(lower),
+    problem: BUG_RE.test(lower) || ACCOUNT_HELP_RE.test(lower),
+    request: asksPolitely(lower),
+    praise: !sarcastic && PRAISE_RE.test(lower),
+    resolution: UNRESOLVED_RE.test(lower) ? 'unresolved' : RESOLVED_RE.test(lower) ? 'resolved' : undefined
+  }
 }
 
 /**
- * The customer's sentiment over the conversation (domain SENTIMENT_DEFINITIONS):
- * - courtesy-only turns ("Thanks!", "ok bye") do not count unless nothing else does;
- * - a clear complaint anywhere makes it negative, unless the customer's last word is clearly
- *   relieved or says it is fixed: then mixed (a real problem, truly resolved);
- * - a clear complaint and clear praise of something else: mixed;
- * - otherwise the mean of the turns, the first and the last counting double.
+ * The tone a state adds to the conversation. A request without praise is neutral (domain: "a
+ * plain question, request"): the positive mass above the negative counts as neutral, a
+ * negative reading is kept. The models, trained on reviews and tweets, read "Please get
+ * back to me today." as clearly positive.
+ */
+function toneOf(s: CustomerState): { polarity: number; pNeutral: number } {
+  if (!s.sarcastic && s.polarity > 0 && s.request && !s.praise) return { polarity: 0, pNeutral: s.pNeutral + s.polarity }
+  return { polarity: s.polarity, pNeutral: s.pNeutral }
+}
+
+/**
+ * The customer's sentiment over the conversation (domain SENTIMENT_DEFINITIONS), from the
+ * states of their turns; agents' words never count, and courtesy-only turns ("Thanks!", "ok
+ * bye") count only when nothing else does:
+ * - a clear complaint (or sarcasm) anywhere is negative, unless the last turn is clearly
+ *   relieved or says it is fixed, or another turn clearly praises something: then mixed;
+ * - a grievance stated calmly is negative, mixed when the last turn says it is fixed;
+ * - a problem reported calmly is mixed when fixed and never positive while it is not,
+ *   unless the customer praises something;
+ * - otherwise the weighted mean of the tones (first and last turn double), neutral where
+ *   the neutral mass outweighs both poles.
  */
 function conversationSentiment(model: LinearModel, turns: readonly Turn[]): { sentiment: Sentiment; score: number } {
   const opinionated = turns.filter((t) => !t.courtesy)
   // only greetings and okays ("hey", "ok"): no feeling to read; thanks alone is gratitude
   if (!opinionated.length && !turns.some((t) => GRATITUDE_RE.test(t.lower) || PRAISE_RE.test(t.lower))) return { sentiment: 'neutral', score: 0 }
-  const read = (opinionated.length ? opinionated : turns).map((t, i) => ({ turn: t, s: turnSentiment(model, t, i > 0) }))
-  if (!read.length) return { sentiment: 'neutral', score: 0 }
+  const states = (opinionated.length ? opinionated : turns).map((t, i) => customerState(model, t, i > 0))
+  if (!states.length) return { sentiment: 'neutral', score: 0 }
+  return sentimentOfStates(states)
+}
+
+function sentimentOfStates(states: readonly CustomerState[]): { sentiment: Sentiment; score: number } {
+  const tones = states.map(toneOf)
   let sum = 0
   let weights = 0
   let neutralSum = 0
-  read.forEach(({ s }, i) => {
-    const w = i === 0 || i === read.length - 1 ? 2 : 1
-    sum += s.polarity * w
-    neutralSum += s.pNeutral * w
+  tones.forEach((tone, i) => {
+    const w = i === 0 || i === tones.length - 1 ? 2 : 1
+    sum += tone.polarity * w
+    neutralSum += tone.pNeutral * w
     weights += w
   })
   const mean = sum / weights
   const meanNeutral = neutralSum / weights
-  const worst = Math.min(...read.map((r) => r.s.polarity))
-  const best = Math.max(...read.map((r) => r.s.polarity))
-  const last = read[read.length - 1]!
-  const lastResolved = RESOLVED_RE.test(last.turn.lower) && !UNRESOLVED_RE.test(last.turn.lower)
-  const complained = worst <= -CLEARLY_NEGATIVE || read.some((r) => r.s.sarcastic)
+  const worst = Math.min(...tones.map((t) => t.polarity))
+  const best = Math.max(...tones.map((t) => t.polarity))
+  const several = states.length > 1
+  const lastTone = tones[tones.length - 1]!
+  const resolvedAtEnd = states[states.length - 1]!.resolution === 'resolved'
+  const complained = worst <= -CLEARLY_NEGATIVE || states.some((s) => s.sarcastic)
 
   if (complained) {
-    const lastIsRelief = read.length > 1 && (lastResolved || last.s.polarity >= CLEARLY_POSITIVE) && last.s.polarity > worst
+    const lastIsRelief = several && (resolvedAtEnd || lastTone.polarity >= CLEARLY_POSITIVE) && lastTone.polarity > worst
     if (lastIsRelief) return { sentiment: 'mixed', score: mean }
     // praise for one thing and a complaint about another ("I love it. But billing is broken")
-    if (read.some((r) => !r.s.sarcastic && r.s.polarity >= CLEARLY_POSITIVE)) return { sentiment: 'mixed', score: mean }
+    if (states.some((s, i) => !s.sarcastic && tones[i]!.polarity >= CLEARLY_POSITIVE)) return { sentiment: 'mixed', score: mean }
     return { sentiment: 'negative', score: Math.min(mean, worst / 2) }
   }
-  if (best >= CLEARLY_POSITIVE && worst <= -CLEARLY_NEGATIVE / 2 && read.length > 1) return { sentiment: 'mixed', score: mean }
-  if (read.some((r) => r.s.polarity < CLEARLY_POSITIVE && (GRIEVANCE_RE.test(r.turn.lower) || COMPLAINT_RE.test(r.turn.lower)))) {
-    // a grievance the customer states calmly: negative, or mixed when it ends fixed
-    if (read.length > 1 && lastResolved) return { sentiment: 'mixed', score: mean }
+  if (best >= CLEARLY_POSITIVE && worst <= -CLEARLY_NEGATIVE / 2 && several) return { sentiment: 'mixed', score: mean }
+  if (states.some((s, i) => s.grievance && tones[i]!.polarity < CLEARLY_POSITIVE)) {
+    if (several && resolvedAtEnd) return { sentiment: 'mixed', score: mean }
     return { sentiment: 'negative', score: Math.min(mean, -CLEARLY_NEGATIVE / 2) }
   }
-  // a problem reported calmly (a bug, no access): mixed when the customer says it is fixed,
-  // never positive while it is not, unless the customer praises something
-  const problem = read.some((r) => BUG_RE.test(r.turn.lower) || ACCOUNT_HELP_RE.test(r.turn.lower))
-  if (problem && read.length > 1 && lastResolved && last.s.polarity >= 0) return { sentiment: 'mixed', score: mean }
-  const unresolvedProblem = problem && !lastResolved && !read.some((r) => PRAISE_RE.test(r.turn.lower))
-  // the 3-class decision on the averaged turn: neutral wins where it outweighs both poles
+  const problem = states.some((s) => s.problem)
+  if (problem && several && resolvedAtEnd && lastTone.polarity >= 0) return { sentiment: 'mixed', score: mean }
+  const unresolvedProblem = problem && !resolvedAtEnd && !states.some((s) => s.praise)
+  // the 3-class decision on the averaged tone: neutral wins where it outweighs both poles
   const pPos = (1 - meanNeutral + mean) / 2
   const pNeg = (1 - meanNeutral - mean) / 2
   if (meanNeutral >= pPos && meanNeutral >= pNeg) return { sentiment: 'neutral', score: mean }
+  if (Math.abs(mean) < NEUTRAL_BAND) return { sentiment: 'neutral', score: mean }
   if (mean > 0 && unresolvedProblem) return { sentiment: 'neutral', score: mean }
   return { sentiment: mean > 0 ? 'positive' : 'negative', score: mean }
 }
@@ -563,7 +643,10 @@ function classifyIntent(model: LinearModel, lower: string, sentiment: Sentiment,
   if (unhappy && (COMPLAINT_RE.test(lower) || !asksQuestion)) return 'complaint'
   if (p[best]! >= INTENT_CONFIDENT) return nothingAsked(predicted) ? 'other' : complaintOver(predicted)
   if (PURCHASE_RE.test(lower)) return 'purchase'
-  if (asksQuestion || WH_QUESTION_RE.test(lower)) return 'question'
+  // a request nothing above claims ("i need to see my invoice") asks for help or information:
+  // a question; "other" is for what is unclear (measured: banking77 → Bitext validation
+  // macro-F1 +0.014, accuracy +0.10, the dev figures unchanged)
+  if (asks) return 'question'
   return 'other'
 }
 

@@ -42,13 +42,13 @@ function contractViolations(insight: InsightFields): string[] {
   return problems
 }
 
-t.test('identifies itself as local-linear-v2, rules v2.1, free, one result per item in order', async (t) => {
+t.test('identifies itself as local-linear-v3, rules v3.0, free, one result per item in order', async (t) => {
   const analyzer = createLocalAnalyzer()
   t.teardown(() => analyzer.close())
-  t.equal(analyzer.model, 'local-linear-v2')
-  t.equal(LOCAL_MODEL, 'local-linear-v2')
-  t.equal(analyzer.promptVersion, 'v2.1')
-  t.equal(LOCAL_PROMPT_VERSION, 'v2.1')
+  t.equal(analyzer.model, 'local-linear-v3')
+  t.equal(LOCAL_MODEL, 'local-linear-v3')
+  t.equal(analyzer.promptVersion, 'v3.0')
+  t.equal(LOCAL_PROMPT_VERSION, 'v3.0')
   t.equal(analyzer.billable, false)
   await t.resolves(analyzer.ping(), 'ping resolves: the models load')
 
@@ -251,7 +251,11 @@ t.test('urgency follows the rubric: security, fraud, money lost, outages, deadli
     'Please reset my password asap, my flight leaves tonight',
     'If this is not fixed I will talk to my lawyer.',
     'Your service is down and we cannot access anything.',
-    'Fix this or I am switching to another carrier'
+    'Fix this or I am switching to another carrier',
+    'I need the replacement before Saturday, it is a gift',
+    'Two charges I never made showed up on my statement',
+    'That money has left my account and nobody can find it',
+    'One more week like this and I am taking my business elsewhere'
   ]
   for (const text of high) t.equal((await analyse(user(text))).urgency, 'high', text)
   t.equal((await analyse(user('The app crashes when I upload a photo.'))).urgency, 'medium', 'a malfunction is medium')
@@ -275,6 +279,19 @@ t.test('intent: the documented precedence and the trained model on support phras
     ['Your delivery driver was rude and left my parcel in the rain', 'complaint']
   ]
   for (const [text, intent] of cases) t.equal((await analyse(user(text))).intent, intent, text)
+})
+
+t.test('intent: a plain request nothing more specific claims is a question, not "other"', async (t) => {
+  for (const text of ['i need help to see the bill from last march', 'I would like to know the status of my application']) {
+    t.equal((await analyse(user(text))).intent, 'question', text)
+  }
+  t.equal((await analyse(user('My order number is 1234.'))).intent, 'other', 'a statement that asks nothing stays other')
+})
+
+t.test('sentiment: a statement the model barely leans on is neutral (the neutral band)', async (t) => {
+  for (const text of ['I moved house last month.', 'The parcel is with the neighbours.']) {
+    t.equal((await analyse(user(text))).sentiment, 'neutral', text)
+  }
 })
 
 t.test('topics: lexicon subjects only, wrong hits fixed, support domains covered', async (t) => {

@@ -35,8 +35,8 @@ for (const backend of backends()) {
         sentiment: 'negative',
         topics: Array,
         urgency: /high|medium/,
-        model: 'local-linear-v2',
-        prompt_version: 'v2.1',
+        model: 'local-linear-v3',
+        prompt_version: 'v3.0',
         cached: false,
         tokens: { input: 0, output: 0 },
         cost_usd: 0
@@ -109,7 +109,7 @@ for (const backend of backends()) {
     t.test('health reports the worker and the queue; metrics show the pipeline', async (t) => {
       const app = await buildTestApp(t, await backendEnv(t, backend))
       await app.inject({ method: 'POST', url: '/api/v1/conversations', payload: conversation() })
-      await waitFor(async () => (await app.inject({ url: '/metrics' })).body.includes('gleaner_insights_stored_total{model="local-linear-v2",cached="false"} 1'))
+      await waitFor(async () => (await app.inject({ url: '/metrics' })).body.includes('gleaner_insights_stored_total{model="local-linear-v3",cached="false"} 1'))
       const h = await app.inject({ url: '/health' })
       t.equal(h.statusCode, 200)
       t.match(h.json(), { status: 'ok', worker_running: true, circuit: 'closed', queue_size: 0, version: String })

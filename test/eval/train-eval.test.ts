@@ -10,6 +10,7 @@ import { isDev, loadDatasets } from '../../eval/datasets.ts'
 import { leadTwoBaseline, loadDialogues, viaAnalyzer } from '../../eval/eval.ts'
 import { BANKING77_TO_INTENT, BITEXT_TO_INTENT } from '../../eval/intent-mapping.ts'
 import { classificationFigures, rouge } from '../../eval/metrics.ts'
+import { loadHeldOutDialogues, oodData } from '../../eval/out-of-distribution.ts'
 import { loadLinearModel } from '../../src/analyzers/linear-model.ts'
 import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
 import { INTENTS } from '../../src/domain.ts'
@@ -47,9 +48,38 @@ t.test('npm run eval prints old and new side by side on the fixture', async (t) 
   t.equal(res.status, 0, res.stderr)
   t.match(res.stdout, /\| analyzer \| SST-2 acc \| TweetEval macro-recall/)
   t.match(res.stdout, /\| local-lexicon-v1 \(before\) \|/)
-  t.match(res.stdout, /\| local-linear-v2 \(now\) \|/)
+  t.match(res.stdout, /\| local-linear-v3 \(now\) \|/)
   t.match(res.stdout, /Confusion matrix/)
   t.match(res.stdout, /Summary baseline, the first two sentences of the customer's first message: ROUGE-1 \/ ROUGE-L 0\.\d{3} \/ 0\.\d{3}/)
+  t.match(res.stdout, /Out of distribution \(test side\)/)
+  t.match(res.stdout, /\| analyzer \| intent Bitext → banking77 macro-F1/)
+  t.match(res.stdout, /held-out dialogues: sentiment \/ intent \/ urgency as expected/)
+})
+
+t.test('the out-of-distribution sides: validation and test never share a text, and neither is trained on', async (t) => {
+  const data = loadDatasets(FIXTURE)
+  const test = oodData(data, 'test')
+  const validation = oodData(data, 'validation')
+  for (const key of ['banking', 'bitext', 'tweets', 'sst2'] as const) {
+    const seen = new Set(test[key].map((e) => e.text))
+    t.notOk(
+      validation[key].some((e) => seen.has(e.text)),
+      `${key}: no validation text is a test text`
+    )
+  }
+  t.ok(
+    test.banking.every((e) => e.set === 'banking77') && test.bitext.every((e) => e.set === 'bitext'),
+    'each intent side holds one dataset only'
+  )
+  const dialogues = loadHeldOutDialogues()
+  t.ok(dialogues.length >= 40, `${dialogues.length} held-out dialogues`)
+  for (const d of dialogues) {
+    t.ok(d.expect.length && d.intent.length && d.urgency.length && d.reference, `${d.id} is labelled`)
+    t.ok(
+      d.intent.every((i) => (INTENTS as readonly string[]).includes(i)),
+      `${d.id}: intents from the taxonomy`
+    )
+  }
 })
 
 t.test("the local analyzer's summaries beat the first two sentences of the customer's first message", async (t) => {

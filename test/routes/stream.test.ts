@@ -52,7 +52,7 @@ for (const backend of backends()) {
         ['email'],
         'the filtered stream saw only its source'
       )
-      t.match(all.events.find((e) => e.event === 'insight')?.data, { conversation_id: String, sentiment: String, model: 'local-linear-v2' })
+      t.match(all.events.find((e) => e.event === 'insight')?.data, { conversation_id: String, sentiment: String, model: 'local-linear-v3' })
       all.close()
       email.close()
       await waitFor(() => app.metrics.streamClients.get().then((m) => m.values[0]?.value === 0), { what: 'clients cleaned up' })
