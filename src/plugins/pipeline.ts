@@ -9,8 +9,8 @@ import type { Config } from '../config.ts'
 import { AdaptiveBatchSize } from '../pipeline/batch-size.ts'
 import { CircuitBreaker, circuitStateValue } from '../pipeline/breaker.ts'
 import { DailyBudget } from '../pipeline/budget.ts'
-import { eventLoopLag } from '../pipeline/fair-share.ts'
 import { AnalysisCache } from '../pipeline/cache.ts'
+import { eventLoopLag } from '../pipeline/fair-share.ts'
 import { InsightBus } from '../pipeline/insight-bus.ts'
 import { type PrefilterOptions, prefilterOptionsFrom } from '../pipeline/prefilter.ts'
 import { WorkQueue } from '../pipeline/queue.ts'
@@ -52,14 +52,12 @@ export default fp(
     metrics.circuitState.set(0)
     const budget = new DailyBudget(config.DAILY_BUDGET_USD, app.repos.usage)
     const prefilter = prefilterOptionsFrom(config)
-    // The cache is for analyzers that cost money or a network call. For the local one, an
-    // analysis (~0.2 ms) is cheaper than the table's read and write, and a 10,000-entry LRU of
-    // unique texts is old-generation garbage churned at the drain's rate: it grew the heap by
-    // ~100 MB between collections over a 100k drain. Identical texts inside a batch are still
-    // analysed once (planFromCache), which needs no cache at all.
+    // The table only for analyzers that cost money or a network call: for the local one an
+    // analysis (~0.2 ms) is cheaper than the table's read and write. Its LRU stays: repeated
+    // texts (bots, templates) are served from memory either way.
     const cache = new AnalysisCache(app.repos.analysisCache, {
       ttlSeconds: config.CACHE_TTL_SECONDS,
-      lruSize: analyzer.billable ? config.CACHE_LRU_SIZE : 0,
+      lruSize: config.CACHE_LRU_SIZE,
       persistent: analyzer.billable
     })
     const lag = eventLoopLag()
