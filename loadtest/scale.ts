@@ -24,6 +24,7 @@ import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config.ts'
 import { openDatabase } from '../src/db/client.ts'
 import { COMMON_TOPICS, INTENTS, SENTIMENTS, URGENCIES } from '../src/domain.ts'
+import { conversationFor } from './workload.ts'
 
 const ROWS = Number(process.env.SCALE_ROWS ?? 5_000_000)
 const DB_NAME = process.env.SCALE_DB ?? `gleaner_scale_${ROWS}`
@@ -118,6 +119,57 @@ const median = (xs: number[]) => {
   return s[Math.floor(s.length / 2)]!
 }
 
+/** Batches (of 100) timed for ingest at size and on an empty database. */
+const INGEST_BATCHES = 20
+let ingestSeq = 0
+
+/** Median ms of a 100-conversation batch POST (worker off), after one warm-up batch. */
+async function ingestMedian(url: string): Promise<number> {
+  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', AUTH: 'off', WORKER_ENABLED: 'false', RATE_LIMIT_ANONYMOUS: '10000000' }))
+  try {
+    const times: number[] = []
+    for (let i = 0; i <= INGEST_BATCHES; i++) {
+      const payload = { conversations: Array.from({ length: 100 }, () => conversationFor(ROWS + ++ingestSeq)) }
+      const t0 = performance.now()
+      const res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload })
+      if (res.statusCode !== 207) throw new Error(`ingest answered ${res.statusCode}`)
+      if (i > 0) times.push(performance.now() - t0)
+    }
+    return median(times)
+  } finally {
+    await app.close()
+  }
+}
+
+/** From buildApp to a ready app with its worker running, at this size: the start-up an operator waits for. */
+async function startupMs(url: string): Promise<number> {
+  const t0 = performance.now()
+  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', AUTH: 'off', WORKER_ENABLED: 'true' }))
+  await app.ready()
+  const ms = performance.now() - t0
+  await app.close()
+  return ms
+}
+
+async function emptyDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `gleaner_scale_empty_${process.pid}`
+  const admin = new pg.Client({ connectionString: ADMIN })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  const url = new URL(ADMIN!)
+  url.pathname = `/${name}`
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: ADMIN })
+      await c.connect()
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await c.end()
+    }
+  }
+}
+
 async function main() {
   const url = await ensureDatabase()
   const { migrateMs, fillMs } = await fill(url)
@@ -175,6 +227,12 @@ async function main() {
   } finally {
     await app.close()
   }
+  const startMs = await startupMs(url)
+  log('start-up with the worker', Math.round(startMs), 'ms')
+  const atSize = await ingestMedian(url)
+  const empty = await emptyDatabase()
+  const onEmpty = await ingestMedian(empty.url).finally(() => empty.drop())
+  log('ingest of 100, median ms: at size', atSize, 'empty', onEmpty)
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   const bytes = Number((await client.query('SELECT pg_database_size(current_database()) AS b')).rows[0].b)
@@ -185,11 +243,15 @@ async function main() {
     migrate_ms: Math.round(migrateMs),
     fill_ms: fillMs === null ? null : Math.round(fillMs),
     bytes_per_conversation: Math.round(bytes / ROWS),
+    startup_with_worker_ms: Math.round(startMs),
+    ingest_batch_of_100_ms: { at_size: Math.round(atSize * 10) / 10, empty: Math.round(onEmpty * 10) / 10 },
     routes: results
   }
   console.log('| route | median ms | max ms | status |\n|---|---:|---:|---:|')
   for (const r of results) console.log(`| ${r.route} | ${r.median_ms} | ${r.max_ms} | ${r.status} |`)
   console.log(`\nmigrate ${report.migrate_ms} ms, fill ${report.fill_ms ?? 'reused'} ms, ${report.bytes_per_conversation} bytes per conversation`)
+  console.log(`start-up with the worker ${report.startup_with_worker_ms} ms`)
+  console.log(`ingest, batch of 100 (median of ${INGEST_BATCHES}): ${report.ingest_batch_of_100_ms.at_size} ms at ${ROWS.toLocaleString('en-US')}, ${report.ingest_batch_of_100_ms.empty} ms on an empty database (${(atSize / onEmpty).toFixed(2)}x)`)
   const out = fileURLToPath(new URL(`./results/scale-${ROWS}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url))
   writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`)
   log(`wrote ${out}`)
