@@ -50,6 +50,11 @@ export interface FakeBehaviour {
   retryAfterSeconds: number
   /** the next N chat calls answer 400 (a request the provider refuses) */
   badRequestNext: number
+  /**
+   * a context window, in prompt characters (0: none): a longer prompt is refused with a 400
+   * saying the context length was exceeded, in the words OpenAI, xAI and vLLM use
+   */
+  contextLimitChars: number
   /** chat calls never answer; the socket is held until the client gives up */
   hang: boolean
   /** how to spoil the answer text; null answers clean JSON */
@@ -150,6 +155,7 @@ const DEFAULT_BEHAVIOUR: FakeBehaviour = {
   rateLimitNext: 0,
   retryAfterSeconds: 1,
   badRequestNext: 0,
+  contextLimitChars: 0,
   hang: false,
   malformed: null,
   malformedNext: 0,
@@ -315,6 +321,19 @@ export async function startFakeModelServer(opts: FakeModelServerOptions = {}): P
 
     const messages = body.messages.filter(isRecord)
     const prompt = [...messages].reverse().find((m) => m.role === 'user')?.content
+    if (b.contextLimitChars > 0 && typeof prompt === 'string' && prompt.length > b.contextLimitChars) {
+      const tokens = Math.ceil(prompt.length / 4)
+      const limit = Math.ceil(b.contextLimitChars / 4)
+      return answer(
+        400,
+        errorBody(
+          b.errorStyle,
+          400,
+          `This model's maximum context length is ${limit} tokens. However, your messages resulted in ${tokens} tokens. Please reduce the length of the messages.`,
+          'context_length_exceeded'
+        )
+      )
+    }
     const conversations = typeof prompt === 'string' ? findConversationBlocks(prompt) : []
     stats.itemsRequested += conversations.length
 

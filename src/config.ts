@@ -197,7 +197,7 @@ export const ConfigSchema = Type.Object({
   MODEL_FALLBACKS: Type.String({
     default: '',
     description:
-      'ordered fallback endpoints, a JSON array of {"base_url", "api_key"?, "model", "price_input"?, "price_output"?} (USD per million tokens); each has its own breaker and takes a batch when those before it are open or failing'
+      'ordered fallback endpoints, a JSON array of {"base_url", "api_key"?, "model", "price_input"?, "price_output"?, "price_cached_input"?} (USD per million tokens); each has its own breaker and takes a batch when those before it are open or failing'
   }),
   MODEL_FALLBACK_LOCAL: Type.Union([Type.Literal('on'), Type.Literal('off')], {
     default: 'off',
@@ -217,9 +217,16 @@ export const ConfigSchema = Type.Object({
   ),
   MODEL_PRICE_INPUT_PER_MTOK: Num(0, 0, 'USD per million input tokens'),
   MODEL_PRICE_OUTPUT_PER_MTOK: Num(0, 0, 'USD per million output tokens'),
+  MODEL_PRICE_CACHED_INPUT_PER_MTOK: Type.Optional(
+    Type.Number({
+      minimum: 0,
+      description:
+        "USD per million input tokens the provider served from its prompt cache (usage.prompt_tokens_details.cached_tokens); unset → the input price. OpenAI and xAI bill them at a fraction of it"
+    })
+  ),
   MODEL_PRICES: Type.String({
     default: '',
-    description: 'per-model prices overriding the two above: "model=in/out,model2=in/out" in USD per million tokens'
+    description: 'per-model prices overriding the ones above: "model=in/out[/cached],model2=in/out" in USD per million tokens'
   }),
   DAILY_BUDGET_USD: Type.Optional(
     Type.Number({ minimum: 0, description: 'model spend cap per UTC day; when reached the worker pauses until the next day' })
@@ -299,12 +306,12 @@ export function tierLimits(config: Config): { tiers: Readonly<Record<Tier, TierL
 }
 
 /** "grok-4=3/15,gpt-4o-mini=0.15/0.6" → map of USD per million tokens. */
-export function parseModelPrices(spec: string): Map<string, { input: number; output: number }> {
-  const prices = new Map<string, { input: number; output: number }>()
+export function parseModelPrices(spec: string): Map<string, { input: number; output: number; cachedInput?: number }> {
+  const prices = new Map<string, { input: number; output: number; cachedInput?: number }>()
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^([^=]+)=([0-9.]+)\/([0-9.]+)$/.exec(part)
-    if (!m) throw new ConfigError(`invalid configuration: MODEL_PRICES entry "${part}" must look like model=in/out`)
-    prices.set(m[1]!.trim(), { input: Number(m[2]), output: Number(m[3]) })
+    const m = /^([^=]+)=([0-9.]+)\/([0-9.]+)(?:\/([0-9.]+))?$/.exec(part)
+    if (!m) throw new ConfigError(`invalid configuration: MODEL_PRICES entry "${part}" must look like model=in/out or model=in/out/cached`)
+    prices.set(m[1]!.trim(), { input: Number(m[2]), output: Number(m[3]), ...(m[4] !== undefined ? { cachedInput: Number(m[4]) } : {}) })
   }
   return prices
 }
@@ -316,6 +323,7 @@ export interface FallbackEndpoint {
   /** USD per million tokens */
   price_input?: number
   price_output?: number
+  price_cached_input?: number
 }
 
 const FallbackEndpointSchema = Type.Object(
@@ -324,7 +332,8 @@ const FallbackEndpointSchema = Type.Object(
     api_key: Type.Optional(Type.String()),
     model: Type.String({ minLength: 1 }),
     price_input: Type.Optional(Type.Number({ minimum: 0 })),
-    price_output: Type.Optional(Type.Number({ minimum: 0 }))
+    price_output: Type.Optional(Type.Number({ minimum: 0 })),
+    price_cached_input: Type.Optional(Type.Number({ minimum: 0 }))
   },
   { additionalProperties: false }
 )
@@ -343,7 +352,7 @@ export function parseModelFallbacks(spec: string): FallbackEndpoint[] {
   if (!Array.isArray(value) || value.length > MAX_FALLBACKS) throw new ConfigError(`invalid configuration: MODEL_FALLBACKS must be a JSON array of at most ${MAX_FALLBACKS} endpoints`)
   value.forEach((e, i) => {
     if (!Value.Check(FallbackEndpointSchema, e)) {
-      throw new ConfigError(`invalid configuration: MODEL_FALLBACKS[${i}] must be {"base_url", "api_key"?, "model", "price_input"?, "price_output"?}`)
+      throw new ConfigError(`invalid configuration: MODEL_FALLBACKS[${i}] must be {"base_url", "api_key"?, "model", "price_input"?, "price_output"?, "price_cached_input"?}`)
     }
     try {
       new URL((e as FallbackEndpoint).base_url)

@@ -99,6 +99,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['model'] as const,
       registers: r
     }),
+    modelContextOverflows: new client.Counter({
+      name: 'gleaner_model_context_overflows_total',
+      help: "Model prompts refused as longer than the model's context window; each is asked again in halves",
+      labelNames: ['model'] as const,
+      registers: r
+    }),
     modelAnswerCorrections: new client.Counter({
       name: 'gleaner_model_answer_corrections_total',
       help: 'What the parser corrected in model answers: unknown_intent (mapped to other), score_clamped (into its label band), positional_mismatch (index-less answer of the wrong length, re-asked)',

@@ -12,6 +12,8 @@ export interface AnalysisInput {
 export interface TokenUsage {
   input: number
   output: number
+  /** of `input`, the tokens the provider served from its prompt cache (billed at its cached price) */
+  cachedInput?: number
 }
 
 export type ModelFailureKind = 'error' | 'timeout' | 'rate_limited' | 'rejected'

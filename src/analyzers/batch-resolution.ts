@@ -22,7 +22,11 @@ export type Entry = { pos: number; item: AnalysisInput; weight: number }
  * What one prompt brought back. `truncated`: the answer hit max_tokens; its certain items
  * are kept and the rest are asked again in halves, on purpose, never as the same prompt.
  */
-export type CallOutcome = { parsed: ParsedAnswer; truncated?: boolean } | { unparseable: string; refused?: boolean }
+export type CallOutcome =
+  | { parsed: ParsedAnswer; truncated?: boolean }
+  | { unparseable: string; refused?: boolean }
+  /** the provider refused the prompt as longer than its context window: smaller prompts may fit */
+  | { tooLong: true; message: string }
 
 /**
  * One prompt for `group`, retried on transport failures (and, when asked, on answers that
@@ -45,6 +49,7 @@ export interface Resolution {
 const NO_VALID_INSIGHT = 'the model gave no valid insight for this conversation'
 const REFUSED = 'the model refused to analyse this conversation'
 const TRUNCATED_ALONE = 'the answer for this conversation alone was cut off at max_tokens'
+const TOO_LONG_ALONE = "this conversation alone does not fit the model's context window"
 
 /**
  * Throws ModelCallError when the first prompt fails after its retries (the whole call
@@ -83,6 +88,7 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
     const parts = group.length <= ASK_ALONE_AT_MOST && !split ? group.map((e) => [e]) : halves(group)
     const next: Entry[][] = []
     let anyParsed = false
+    let tooLongSeen = false
     for (const [i, part] of parts.entries()) {
       let outcome: CallOutcome
       try {
@@ -97,7 +103,13 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
         }
         continue
       }
-      if ('parsed' in outcome) {
+      if ('tooLong' in outcome) {
+        // Not a broken model: the prompt was too big. Halves may fit; one conversation alone
+        // will not fit next time either, so it fails for good (a dead letter, not a retry loop).
+        tooLongSeen = true
+        if (part.length === 1) fail(part, `${TOO_LONG_ALONE}: ${outcome.message}`, 'rejected', false)
+        else next.push(part)
+      } else if ('parsed' in outcome) {
         anyParsed = true
         const rest = accept(part, outcome.parsed)
         if (rest.length === 0) continue
@@ -110,7 +122,7 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
       }
     }
     // Every part unparseable means the model is broken, not one conversation: stop spending.
-    if (!anyParsed) {
+    if (!anyParsed && !tooLongSeen) {
       for (const part of next) fail(part, 'the model answer could not be parsed', 'invalid_output')
       return
     }
@@ -119,7 +131,10 @@ export async function resolveBatch(entries: Entry[], ask: Ask): Promise<Resoluti
 
   const first = await ask(entries, true)
   const leftovers = 'parsed' in first ? accept(entries, first.parsed) : entries
-  if ('parsed' in first && first.truncated && entries.length === 1) fail(leftovers, TRUNCATED_ALONE, 'invalid_output')
+  if ('tooLong' in first) {
+    if (entries.length === 1) fail(entries, `${TOO_LONG_ALONE}: ${first.message}`, 'rejected', false)
+    else await resolveLeftovers(entries, 1, true)
+  } else if ('parsed' in first && first.truncated && entries.length === 1) fail(leftovers, TRUNCATED_ALONE, 'invalid_output')
   // A refusal is about the text, not the endpoint: never a failed call for the breaker, and
   // one conversation refused alone is not asked again in the same words. It stays
   // retryable (not a dead letter at once): MAX_ATTEMPTS bounds its cost, and a later

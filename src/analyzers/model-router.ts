@@ -77,7 +77,8 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
         MODEL_NAME: f.model,
         MODEL_PRICES: '',
         MODEL_PRICE_INPUT_PER_MTOK: f.price_input ?? 0,
-        MODEL_PRICE_OUTPUT_PER_MTOK: f.price_output ?? 0
+        MODEL_PRICE_OUTPUT_PER_MTOK: f.price_output ?? 0,
+        MODEL_PRICE_CACHED_INPUT_PER_MTOK: f.price_cached_input
       } satisfies Config
     }))
   ]

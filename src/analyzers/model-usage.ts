@@ -9,25 +9,37 @@ export interface Price {
   input: number
   /** USD per million output tokens */
   output: number
+  /** USD per million input tokens served from the provider's prompt cache; unset → the input price */
+  cachedInput?: number
 }
 
 /** MODEL_PRICES for this model, else the two default prices. */
 export function priceOf(config: Config, model: string): Price {
-  return parseModelPrices(config.MODEL_PRICES).get(model) ?? { input: config.MODEL_PRICE_INPUT_PER_MTOK, output: config.MODEL_PRICE_OUTPUT_PER_MTOK }
+  return (
+    parseModelPrices(config.MODEL_PRICES).get(model) ?? {
+      input: config.MODEL_PRICE_INPUT_PER_MTOK,
+      output: config.MODEL_PRICE_OUTPUT_PER_MTOK,
+      ...(config.MODEL_PRICE_CACHED_INPUT_PER_MTOK !== undefined ? { cachedInput: config.MODEL_PRICE_CACHED_INPUT_PER_MTOK } : {})
+    }
+  )
 }
 
-export const costOf = (price: Price, t: TokenUsage) => (t.input * price.input + t.output * price.output) / 1e6
+/** Cached input tokens are part of the input count, billed at their own price. */
+export const costOf = (price: Price, t: TokenUsage) => {
+  const cached = Math.min(t.cachedInput ?? 0, t.input)
+  return ((t.input - cached) * price.input + cached * (price.cachedInput ?? price.input) + t.output * price.output) / 1e6
+}
 
 /** One batch's usage: the calls it made, and each item's share of their tokens. */
 export class UsageLedger {
   private readonly perItem: TokenUsage[]
-  private readonly total = { input: 0, output: 0, calls: 0 }
+  private readonly total = { input: 0, output: 0, cachedInput: 0, calls: 0 }
 
   constructor(
     items: number,
     private readonly price: Price
   ) {
-    this.perItem = Array.from({ length: items }, () => ({ input: 0, output: 0 }))
+    this.perItem = Array.from({ length: items }, () => ({ input: 0, output: 0, cachedInput: 0 }))
   }
 
   /** A call went out (answered or not): it counts, tokens or none. */
@@ -42,18 +54,21 @@ export class UsageLedger {
   charge(tokens: TokenUsage, items: readonly { pos: number; weight: number }[]): void {
     this.total.input += tokens.input
     this.total.output += tokens.output
+    this.total.cachedInput += tokens.cachedInput ?? 0
     const weights = items.map((e) => e.weight)
     const inputs = splitProportionally(tokens.input, weights)
     const outputs = splitProportionally(tokens.output, weights)
+    const cached = splitProportionally(tokens.cachedInput ?? 0, weights)
     items.forEach((e, i) => {
       this.perItem[e.pos]!.input += inputs[i]!
       this.perItem[e.pos]!.output += outputs[i]!
+      this.perItem[e.pos]!.cachedInput! += cached[i]!
     })
   }
 
   item(pos: number): { tokens: TokenUsage; cost_usd: number } {
-    const tokens = { ...this.perItem[pos]! }
-    return { tokens, cost_usd: costOf(this.price, tokens) }
+    const { input, output, cachedInput } = this.perItem[pos]!
+    return { tokens: { input, output }, cost_usd: costOf(this.price, { input, output, cachedInput }) }
   }
 
   spent(): BatchResult['usage'] {

@@ -31,6 +31,13 @@ export interface OpenAICompatibleDeps {
 /** max_tokens for the wrapper around the items ({"insights": [...]}) and a little slack. */
 const ANSWER_OVERHEAD_TOKENS = 64
 
+/**
+ * How OpenAI, xAI, vLLM, Ollama and Anthropic's compatibility layer word a prompt longer
+ * than the context window (a 400, sometimes a 413). Matched on the refusal's message, which
+ * is a few hundred characters of the provider's text, never client input.
+ */
+const CONTEXT_EXCEEDED_RE = /context_length_exceeded|maximum context length|maximum prompt length|context window|prompt is too long|too many tokens/i
+
 export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompatibleDeps): Analyzer {
   const { metrics } = deps
   const log = deps.logger.child({ component: 'model-client' })
@@ -101,6 +108,14 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
         const last = retry >= config.MODEL_MAX_RETRIES
         const fields = { model, batch_size: group.length, attempt: retry + 1, latency_ms: attempt.ms }
 
+        if (attempt.type === 'rejected' && CONTEXT_EXCEEDED_RE.test(attempt.message)) {
+          // the chunking estimate (MODEL_MAX_INPUT_TOKENS_PER_CALL, 4 characters a token) was
+          // optimistic for this text or this model: let the resolution ask in halves
+          metrics.modelCalls.inc({ model, outcome: 'error' })
+          metrics.modelContextOverflows.inc({ model })
+          log.warn({ ...fields, status: attempt.status, outcome: 'context_exceeded' }, 'model prompt longer than its context window; splitting')
+          return { tooLong: true, message: attempt.message }
+        }
         if (attempt.type === 'rejected') {
           metrics.modelCalls.inc({ model, outcome: 'error' })
           log.warn({ ...fields, status: attempt.status, outcome: 'rejected' }, 'model call rejected')
@@ -124,7 +139,8 @@ export function createOpenAICompatibleAnalyzer(config: Config, deps: OpenAICompa
         const answer = readCompletion(attempt.text)
         const tokens = {
           input: answer.usage?.input ?? estimateTokens(prompt.system + user),
-          output: answer.usage?.output ?? estimateTokens(answer.content ?? attempt.text)
+          output: answer.usage?.output ?? estimateTokens(answer.content ?? attempt.text),
+          cachedInput: answer.usage?.cachedInput ?? 0
         }
         ledger.charge(tokens, group)
         metrics.modelTokens.inc({ model, type: 'input' }, tokens.input)

@@ -177,6 +177,25 @@ t.test('a single conversation whose answer is cut off fails without retrying the
   t.match(r.results[0], { ok: false, reason: 'invalid_output', error: /cut off/ })
 })
 
+t.test('a prompt over the context window is asked again in halves; a conversation too long alone is a dead letter', async (t) => {
+  // the chunking estimate lets the whole batch through as one call; the model counts otherwise.
+  // The huge one is trimmed to 1,500 tokens (~6,000 characters): still over 5,000 alone.
+  const { fake, analyzer, metrics, counter } = await setup(t, { contextLimitChars: 5_000 }, { MODEL_MAX_INPUT_TOKENS_PER_CALL: '100000' })
+  const huge = conv('huge', say(`my order never came and ${'nobody answers my emails at all '.repeat(400)}`))
+  const items = [...numbered(10), huge]
+  const r = await analyzer.analyzeBatch(items)
+  const byId = new Map(r.results.map((x) => [x.id, x]))
+  t.ok(
+    r.results.filter((x) => x.id !== 'huge').every((x) => x.ok),
+    'every conversation that fits gets its insight'
+  )
+  t.ok(landedRight(r.results.filter((x) => x.ok)), 'each on its own conversation')
+  t.match(byId.get('huge'), { ok: false, retryable: false, reason: 'rejected', error: /context window/ })
+  const overflows = (await counter(metrics.modelContextOverflows, 'model'))['fake-1'] ?? 0
+  t.ok(overflows >= 2, `the batch and the huge one's halves counted (${overflows})`)
+  t.ok(fake.stats.calls < 11 + overflows, `halving, not one by one (${fake.stats.calls} calls)`)
+})
+
 // ---------------------------------------------------------------------------------------
 // 4. No silent misassignment
 
@@ -277,6 +296,23 @@ for (const style of ERROR_STYLES) {
     t.equal((err as ModelCallError).kind, 'rejected')
   })
 }
+
+t.test('cached prompt tokens are billed at their own price, the rest of the input at the input price', async (t) => {
+  // $10 / $40 per million, cached input $1: what OpenAI and xAI bill at a fraction of the input price
+  const env = { MODEL_PRICE_INPUT_PER_MTOK: '10', MODEL_PRICE_OUTPUT_PER_MTOK: '40', MODEL_PRICE_CACHED_INPUT_PER_MTOK: '1' }
+  const { analyzer, metrics, counter } = await setup(t, { cachedTokens: 1_000 }, env)
+  const r = await analyzer.analyzeBatch(numbered(2))
+  const tokens = await counter(metrics.modelTokens, 'type')
+  const cached = tokens.cached_input!
+  t.ok(cached > 0 && cached <= r.usage.input, `some input came from the cache (${cached} of ${r.usage.input})`)
+  const expected = ((r.usage.input - cached) * 10 + cached * 1 + r.usage.output * 40) / 1e6
+  t.ok(Math.abs(r.usage.cost_usd - expected) < 1e-12, `the batch costs ${r.usage.cost_usd}, as billed (${expected})`)
+  const items = r.results.reduce((sum, x) => sum + (x.ok ? x.cost_usd : 0), 0)
+  t.ok(Math.abs(items - r.usage.cost_usd) < 1e-9, 'the insights\' shares add up to it')
+  const full = await setup(t, { cachedTokens: 1_000 }, { MODEL_PRICE_INPUT_PER_MTOK: '10', MODEL_PRICE_OUTPUT_PER_MTOK: '40' })
+  const fr = await full.analyzer.analyzeBatch(numbered(2))
+  t.ok(Math.abs(fr.usage.cost_usd - (fr.usage.input * 10 + fr.usage.output * 40) / 1e6) < 1e-12, 'without a cached price, cached tokens cost the input price')
+})
 
 t.test('usage with cached prompt tokens is counted as cached_input', async (t) => {
   const { analyzer, metrics, counter } = await setup(t, { cachedTokens: 1_000 })
