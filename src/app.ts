@@ -23,6 +23,7 @@ import pipelinePlugin from './plugins/pipeline.ts'
 import quotasPlugin from './plugins/quotas.ts'
 import rateLimitPlugin from './plugins/rate-limit.ts'
 import securityPlugin from './plugins/security.ts'
+import sharedStorePlugin from './plugins/shared-store.ts'
 import adminRoutes from './routes/admin.ts'
 import consoleRoutes from './routes/console.ts'
 import conversationsRoutes from './routes/conversations.ts'
@@ -138,9 +139,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(securityPlugin, { config })
   await app.register(databasePlugin, { config, logger, database: deps.database, open: deps.openDatabase ?? openDatabase })
   // auth's onRequest hook runs before the limiter's, so limits are keyed by API key; both come
-  // before any route (the limiter applies to routes added after it: /metrics and /docs too)
+  // before any route (the limiter applies to routes added after it: /metrics and /docs too),
+  // and both count in the shared store (Redis), which therefore comes first
+  await app.register(sharedStorePlugin, { config, logger })
   await app.register(authPlugin, { config })
-  await app.register(rateLimitPlugin, { config, logger })
+  await app.register(rateLimitPlugin, { config })
   await app.register(openapiPlugin, { version: VERSION })
   await app.register(metricsPlugin, { config })
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })

@@ -54,10 +54,10 @@ export const ConfigSchema = Type.Object({
     default: 'on',
     description: 'off disables API keys, rate limits per key and quotas (logs a warning at start)'
   }),
-  AUTH_FAILURES_PER_WINDOW: Int(30, 1, 1_000_000, 'refused authentications (401, 403) per client IP per RATE_LIMIT_WINDOW_MS before that IP gets 429 without a key look-up: an honest client that got its key wrong stops long before 30'),
+  AUTH_FAILURES_PER_WINDOW: Int(30, 1, 1_000_000, 'refused authentications (401, 403) per client IP per RATE_LIMIT_WINDOW_MS, summed over every instance with REDIS_URL, before that IP gets 429 without a key look-up: an honest client that got its key wrong stops long before 30'),
   KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
   METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8, description: 'when set, /metrics requires Authorization: Bearer <this>' })),
-  REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared rate-limit store; unset → per-process limits' })),
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared store for rate limits and the refused-auth throttle; unset → per-process counts' })),
   RATE_LIMIT_ON_STORE_ERROR: Type.Enum(['local', 'open', 'closed'], {
     default: 'local',
     description:
