@@ -17,7 +17,7 @@ import authPlugin from './plugins/auth.ts'
 import databasePlugin from './plugins/database.ts'
 import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
 import jsonBodyPlugin from './plugins/json-body.ts'
-import metricsPlugin from './plugins/metrics.ts'
+import metricsPlugin, { metricsEndpoint } from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
 import quotasPlugin from './plugins/quotas.ts'
@@ -145,7 +145,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(authPlugin, { config })
   await app.register(rateLimitPlugin, { config })
   await app.register(openapiPlugin, { version: VERSION })
-  await app.register(metricsPlugin, { config })
+  await app.register(metricsPlugin)
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
   await app.register(errorsPlugin)
   await app.register(quotasPlugin, { config })
@@ -161,6 +161,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(erasureRoutes)
   await app.register(keysRoutes)
   await app.register(consoleRoutes)
+  // with METRICS_PORT, /metrics is served by the metrics listener only (src/metrics-server.ts)
+  if (config.METRICS_PORT === undefined) await app.register(metricsEndpoint, { metrics: app.metrics, config })
 
   await app.ready()
   return app

@@ -57,6 +57,14 @@ export const ConfigSchema = Type.Object({
   AUTH_FAILURES_PER_WINDOW: Int(30, 1, 1_000_000, 'refused authentications (401, 403) per client IP per RATE_LIMIT_WINDOW_MS, summed over every instance with REDIS_URL, before that IP gets 429 without a key look-up: an honest client that got its key wrong stops long before 30'),
   KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
   METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8, description: 'when set, /metrics requires Authorization: Bearer <this>' })),
+  METRICS_PORT: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      description:
+        'when set, /metrics is served on this port (on HOST) by a listener of its own and no longer on PORT, so operators can keep metrics off the public port; unset → /metrics on PORT'
+    })
+  ),
   REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared store for rate limits and the refused-auth throttle; unset → per-process counts' })),
   RATE_LIMIT_ON_STORE_ERROR: Type.Enum(['local', 'open', 'closed'], {
     default: 'local',
@@ -220,6 +228,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration: ${(err as Error).message}`)
   }
   if (parsed.BATCH_MIN > parsed.BATCH_MAX) throw new ConfigError('invalid configuration: BATCH_MIN must be <= BATCH_MAX')
+  if (parsed.METRICS_PORT === parsed.PORT) throw new ConfigError('invalid configuration: METRICS_PORT must differ from PORT')
   if (parsed.MODEL_PROVIDER === 'openai-compatible') {
     for (const name of ['MODEL_BASE_URL', 'MODEL_NAME'] as const) {
       if (!parsed[name]) throw new ConfigError(`invalid configuration: ${name} is required when MODEL_PROVIDER=openai-compatible`)
