@@ -18,12 +18,13 @@ import databasePlugin from './plugins/database.ts'
 import errorsPlugin, { sendError, toAppError } from './plugins/errors.ts'
 import jsonBodyPlugin from './plugins/json-body.ts'
 import maintenancePlugin from './plugins/maintenance.ts'
-import metricsPlugin from './plugins/metrics.ts'
+import metricsPlugin, { metricsEndpoint } from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
 import pipelinePlugin from './plugins/pipeline.ts'
 import quotasPlugin from './plugins/quotas.ts'
 import rateLimitPlugin from './plugins/rate-limit.ts'
 import securityPlugin from './plugins/security.ts'
+import sharedStorePlugin from './plugins/shared-store.ts'
 import adminRoutes from './routes/admin.ts'
 import consoleRoutes from './routes/console.ts'
 import conversationsRoutes from './routes/conversations.ts'
@@ -142,11 +143,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(databasePlugin, { config, logger, database: deps.database, open: deps.openDatabase ?? openDatabase })
   await app.register(maintenancePlugin, { config, logger, now: deps.now })
   // auth's onRequest hook runs before the limiter's, so limits are keyed by API key; both come
-  // before any route (the limiter applies to routes added after it: /metrics and /docs too)
+  // before any route (the limiter applies to routes added after it: /metrics and /docs too),
+  // and both count in the shared store (Redis), which therefore comes first
+  await app.register(sharedStorePlugin, { config, logger })
   await app.register(authPlugin, { config })
-  await app.register(rateLimitPlugin, { config, logger })
+  await app.register(rateLimitPlugin, { config })
   await app.register(openapiPlugin, { version: VERSION })
-  await app.register(metricsPlugin, { config })
+  await app.register(metricsPlugin)
   await app.register(pipelinePlugin, { config, logger, analyzer: deps.analyzer })
   await app.register(errorsPlugin)
   await app.register(quotasPlugin, { config })
@@ -162,6 +165,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}) {
   await app.register(erasureRoutes)
   await app.register(keysRoutes)
   await app.register(consoleRoutes)
+  // with METRICS_PORT, /metrics is served by the metrics listener only (src/metrics-server.ts)
+  if (config.METRICS_PORT === undefined) await app.register(metricsEndpoint, { metrics: app.metrics, config })
 
   await app.ready()
   return app

@@ -60,10 +60,18 @@ export const ConfigSchema = Type.Object({
     default: 'on',
     description: 'off disables API keys, rate limits per key and quotas (logs a warning at start)'
   }),
-  AUTH_FAILURES_PER_WINDOW: Int(30, 1, 1_000_000, 'refused authentications (401, 403) per client IP per RATE_LIMIT_WINDOW_MS before that IP gets 429 without a key look-up: an honest client that got its key wrong stops long before 30'),
+  AUTH_FAILURES_PER_WINDOW: Int(30, 1, 1_000_000, 'refused authentications (401, 403) per client IP per RATE_LIMIT_WINDOW_MS, summed over every instance with REDIS_URL, before that IP gets 429 without a key look-up: an honest client that got its key wrong stops long before 30'),
   KEY_CACHE_TTL_MS: Int(5_000, 0, 600_000, 'how long a looked-up key is trusted; bounds how late a revoke takes effect'),
   METRICS_API_KEY: Type.Optional(Type.String({ minLength: 8, description: 'when set, /metrics requires Authorization: Bearer <this>' })),
-  REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared rate-limit store; unset → per-process limits' })),
+  METRICS_PORT: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      description:
+        'when set, /metrics is served on this port (on HOST) by a listener of its own and no longer on PORT, so operators can keep metrics off the public port; unset → /metrics on PORT'
+    })
+  ),
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'shared store for rate limits and the refused-auth throttle; unset → per-process counts' })),
   RATE_LIMIT_ON_STORE_ERROR: Type.Enum(['local', 'open', 'closed'], {
     default: 'local',
     description:
@@ -261,6 +269,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (parsed.RETENTION_DAYS && parsed.ROLLUP_RETENTION_DAYS && parsed.ROLLUP_RETENTION_DAYS < parsed.RETENTION_DAYS) {
     throw new ConfigError('invalid configuration: ROLLUP_RETENTION_DAYS must be 0 (for ever) or at least RETENTION_DAYS: summaries would miss data the lists still hold')
   }
+  if (parsed.METRICS_PORT === parsed.PORT) throw new ConfigError('invalid configuration: METRICS_PORT must differ from PORT')
   if (parsed.MODEL_PROVIDER === 'openai-compatible') {
     for (const name of ['MODEL_BASE_URL', 'MODEL_NAME'] as const) {
       if (!parsed[name]) throw new ConfigError(`invalid configuration: ${name} is required when MODEL_PROVIDER=openai-compatible`)

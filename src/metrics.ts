@@ -251,7 +251,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     rateLimitFallbacks: new client.Counter({
       name: 'gleaner_rate_limit_store_fallbacks_total',
-      help: 'Requests limited without Redis, by the policy applied (local, open, closed)',
+      help: 'Requests limited, and refused authentications counted, without Redis, by the policy applied (local, open, closed)',
       labelNames: ['policy'] as const,
       registers: r
     }),

@@ -4,6 +4,8 @@
 // on failure the policy decides (local: an in-process limiter at the same limits; open: no
 // limit; closed: 503), and Redis is left alone for REDIS_RETRY_MS so a hung server costs one
 // timeout per interval, not one per request. The state is reported by /health and a metric.
+// Two users count here: @fastify/rate-limit (as its `store`) and the auth-failure throttle
+// (as a WindowCounter), each under its own key prefix, sharing one client and one state.
 import { createRequire } from 'node:module'
 import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { Redis } from 'ioredis'
@@ -11,7 +13,7 @@ import { AppError } from './errors.ts'
 
 export type StoreErrorPolicy = 'local' | 'open' | 'closed'
 
-type Counted = { current: number; ttl: number }
+export type Counted = { current: number; ttl: number }
 type Callback = (err: Error | null, res?: Counted) => void
 interface Store {
   incr(key: string, cb: Callback, timeWindow: number, max: number): void
@@ -25,6 +27,21 @@ const RedisStore: StoreClass = require('@fastify/rate-limit/store/RedisStore.js'
 const LocalStore: StoreClass = require('@fastify/rate-limit/store/LocalStore.js')
 /** Keys the in-process fallback remembers: @fastify/rate-limit's default LRU size. */
 const LOCAL_CACHE_KEYS = 5_000
+
+/** A fixed-window count per key: `current` in the window, `ttl` ms until it ends. */
+export interface WindowCounter {
+  incr(key: string, timeWindow: number, max: number): Promise<Counted>
+}
+
+const counterOf = (store: Store): WindowCounter => ({
+  incr: (key, timeWindow, max) =>
+    new Promise((resolve, reject) => store.incr(key, (err, res) => (err ? reject(err) : resolve(res!)), timeWindow, max))
+})
+
+/** An in-process counter remembering at most `keys` keys (the oldest are forgotten). */
+export function localCounter(keys: number): WindowCounter {
+  return counterOf(new LocalStore(false, false, keys))
+}
 
 /** What /health and the metrics read: whether Redis is being bypassed, and why. */
 export class RateLimitStoreState {
@@ -63,8 +80,7 @@ export interface FailoverStoreOptions {
   now?: () => number
 }
 
-/** A store class for @fastify/rate-limit's `store` option (it calls `new Store(globalParams)`). */
-export function failoverStore(opts: FailoverStoreOptions) {
+function failoverStoreClass(opts: FailoverStoreOptions) {
   const now = opts.now ?? Date.now
   const unavailable = () => new AppError('UNAVAILABLE', 'rate limiting is unavailable; retry later', { retryAfter: Math.ceil(opts.retryMs / 1000) })
 
@@ -110,8 +126,19 @@ export function failoverStore(opts: FailoverStoreOptions) {
     }
   }
 
+  return FailoverStore
+}
+
+/** A store class for @fastify/rate-limit's `store` option (it calls `new Store(globalParams)`). */
+export function failoverStore(opts: FailoverStoreOptions) {
+  const FailoverStore = failoverStoreClass(opts)
   // the plugin constructs the store itself with its global parameters
   return function Store(params: { continueExceeding?: boolean; exponentialBackoff?: boolean }) {
     return FailoverStore.create(params)
   } as unknown as FastifyRateLimitStoreCtor
+}
+
+/** The same Redis, state and policy as a plain counter, for counts that are not requests. */
+export function failoverCounter(opts: FailoverStoreOptions): WindowCounter {
+  return counterOf(failoverStoreClass(opts).create({}))
 }

@@ -1,5 +1,6 @@
-// The only file that listens. Signals close the app gracefully: stop accepting, let
-// in-flight batches finish (bounded), release claims, close the pool.
+// The only file that listens (the app on PORT; with METRICS_PORT, the metrics listener too).
+// Signals close the app gracefully: stop accepting, let in-flight batches finish (bounded),
+// release claims, close the pool.
 import closeWithGrace from 'close-with-grace'
 import { ConfigError, loadConfig } from './config.ts'
 import { SCOPES } from './domain.ts'
@@ -22,12 +23,16 @@ if (config.AUTH === 'off') logger.warn('AUTH=off: every route is open to anyone 
 // tracing must hook modules before the app loads them, so the app is imported after it
 const stopTracing = config.OTEL_EXPORTER_OTLP_ENDPOINT ? await (await import('./tracing.ts')).startTracing(config) : null
 const { buildApp } = await import('./app.ts')
+const { buildMetricsServer } = await import('./metrics-server.ts')
 const app = await buildApp(config, { logger })
+const metricsServer = config.METRICS_PORT === undefined ? null : await buildMetricsServer(app.metrics, config, logger)
 
 closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS + 5_000, logger }, async ({ signal, err }) => {
   if (err) logger.error({ err }, 'closing after an uncaught error')
   else logger.info({ signal }, 'closing')
   await app.close()
+  // metrics last: a scrape during the drain still sees it
+  await metricsServer?.close()
   await stopTracing?.()
 })
 
@@ -40,10 +45,12 @@ if (config.AUTH === 'on' && (await app.repos.apiKeys.count()) === 0) {
   firstKey = key
 }
 
+// the metrics port first: a port that is taken fails the start before the API serves traffic
+const metricsAddress = metricsServer ? await metricsServer.listen({ port: config.METRICS_PORT, host: config.HOST }) : undefined
 const address = await app.listen({ port: config.PORT, host: config.HOST })
 // A parent that started this process with an IPC channel (the bench, with PORT=0) learns
 // the address from the process itself, so it can never mistake another server for it.
-process.send?.({ type: 'listening', url: address, pid: process.pid, instance_id: config.INSTANCE_ID })
+process.send?.({ type: 'listening', url: address, metrics_url: metricsAddress, pid: process.pid, instance_id: config.INSTANCE_ID })
 
 if (firstKey) {
   process.stdout.write(

@@ -55,3 +55,11 @@ t.test('ingest limits follow RATE_LIMIT_INGEST_FACTOR and never drop to 0', asyn
   t.equal(tiers.free.ingests, 1)
   t.equal(tiers.pro.ingests, 100)
 })
+
+t.test('METRICS_PORT is unset by default, a port when given, and never the API’s own port', async (t) => {
+  t.equal(loadConfig({}).METRICS_PORT, undefined)
+  t.equal(loadConfig({ METRICS_PORT: '9464' }).METRICS_PORT, 9464)
+  t.throws(() => loadConfig({ METRICS_PORT: 'metrics' }), { name: 'ConfigError', message: /METRICS_PORT/ })
+  t.throws(() => loadConfig({ METRICS_PORT: '0' }), { name: 'ConfigError', message: /METRICS_PORT/ })
+  t.throws(() => loadConfig({ PORT: '8080', METRICS_PORT: '8080' }), { name: 'ConfigError', message: /METRICS_PORT must differ from PORT/ })
+})

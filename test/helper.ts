@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config.ts'
 import { type Database, migrated } from '../src/db/client.ts'
 import { migratePglite } from '../src/db/migrate.ts'
 import { pgliteBackend } from '../src/db/pglite.ts'
+import { buildMetricsServer } from '../src/metrics-server.ts'
 
 type T = { teardown(fn: () => unknown): void }
 
@@ -120,6 +121,19 @@ export async function buildTestApp(t: T, env: Record<string, string | undefined>
 export async function listen(app: Awaited<ReturnType<typeof buildApp>>): Promise<string> {
   await app.listen({ port: 0, host: '127.0.0.1' })
   const addr = app.server.address()
+  if (!addr || typeof addr === 'string') throw new Error('no address')
+  return `http://127.0.0.1:${addr.port}`
+}
+
+/**
+ * The metrics listener src/server.ts starts when METRICS_PORT is set, for `app` built from
+ * the same `env`, on a free loopback port (not METRICS_PORT); closed in t.teardown.
+ */
+export async function listenMetrics(t: T, app: Awaited<ReturnType<typeof buildApp>>, env: Record<string, string | undefined>): Promise<string> {
+  const server = await buildMetricsServer(app.metrics, testConfig(env), pino({ level: 'silent' }))
+  t.teardown(() => server.close())
+  await server.listen({ port: 0, host: '127.0.0.1' })
+  const addr = server.server.address()
   if (!addr || typeof addr === 'string') throw new Error('no address')
   return `http://127.0.0.1:${addr.port}`
 }

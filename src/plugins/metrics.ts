@@ -1,5 +1,9 @@
-// HTTP metrics and the /metrics endpoint. The metric definitions live in src/metrics.ts.
+// HTTP metrics, and the /metrics endpoint. The metric definitions live in src/metrics.ts.
+// The endpoint is a plugin of its own: buildApp registers it among the routes (after the
+// error handler, so a refused scrape gets the contract's error body) unless METRICS_PORT is
+// set; then only the metrics listener (src/metrics-server.ts) serves it.
 import { timingSafeEqual } from 'node:crypto'
+import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
 import { AppError } from '../errors.ts'
@@ -11,8 +15,23 @@ declare module 'fastify' {
   }
 }
 
+/** GET /metrics from `metrics`, behind METRICS_API_KEY when set: the same on either port. */
+export const metricsEndpoint: FastifyPluginAsync<{ metrics: Metrics; config: Config }> = async (app, { metrics, config }) => {
+  const expected = config.METRICS_API_KEY ? Buffer.from(config.METRICS_API_KEY) : null
+  app.get('/metrics', async (req, reply) => {
+    if (expected) {
+      const given = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer\s+/i, ''))
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+        throw new AppError('UNAUTHORIZED', 'a valid metrics key is required')
+      }
+    }
+    reply.header('content-type', metrics.registry.contentType)
+    return metrics.registry.metrics()
+  })
+}
+
 export default fp(
-  async (app, opts: { config: Config }) => {
+  async (app) => {
     const metrics = createMetrics()
     app.decorate('metrics', metrics)
 
@@ -22,18 +41,6 @@ export default fp(
       if (route === '/metrics') return
       metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) })
       metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000)
-    })
-
-    const expected = opts.config.METRICS_API_KEY ? Buffer.from(opts.config.METRICS_API_KEY) : null
-    app.get('/metrics', async (req, reply) => {
-      if (expected) {
-        const given = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer\s+/i, ''))
-        if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-          throw new AppError('UNAUTHORIZED', 'a valid metrics key is required')
-        }
-      }
-      reply.header('content-type', metrics.registry.contentType)
-      return metrics.registry.metrics()
     })
   },
   { name: 'metrics' }

@@ -1,11 +1,13 @@
 // Live streams under hostile load: capped per key and per instance, answered 503 (not left
-// hanging) when the database is down, nothing leaked after, and one fan-out serving hundreds
-// of clients.
+// hanging) when the database is down, nothing leaked after, one fan-out serving hundreds
+// of clients, and a client that stops reading dropped without holding up anyone else.
 
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
 import type { App } from '../../src/app.ts'
-import { backendEnv, buildTestApp, conversation, listen, waitFor } from '../helper.ts'
+import { backendEnv, body, buildTestApp, conversation, listen, waitFor } from '../helper.ts'
 import { pgClusterSkip, startCluster } from '../pg-cluster.ts'
 
 const STREAM = '/api/v1/insights/stream'
@@ -94,4 +96,77 @@ t.test('during a database outage streams are answered 503 and nothing leaks', { 
   await waitFor(() => after.text().includes('event: insight'), { what: 'an insight after recovery' })
   after.close()
   await waitFor(async () => (await gauge(app)) === 0, { what: 'released' })
+})
+
+/** A customer message whose first sentence fills a summary: the largest events the local analyzer makes. */
+const longSummary = (i: number) =>
+  conversation({
+    messages: [
+      {
+        role: 'user',
+        content: `My invoice ${i} is wrong because I was charged twice this month for the same plan and the second charge ${'still has not been refunded and nobody answers my emails about it '.repeat(3)}`
+      }
+    ]
+  })
+
+/** Batches sent before giving up: here about 70 fill the socket buffers and the 1 MiB bound. */
+const MAX_BATCHES = 200
+const BATCH = 100
+
+t.test('a stream client that stops reading is dropped past the buffer bound; other streams and ingest carry on', async (t) => {
+  const app = await buildTestApp(t, { ...(await backendEnv(t, 'pglite')), RATE_LIMIT_ANONYMOUS: '10000000' })
+  const base = await listen(app)
+  const dropped = async () => (await app.metrics.streamSlowDisconnects.get()).values[0]?.value ?? 0
+
+  // the slow client: a raw socket that reads the response head, then never reads again
+  const slow = connect(Number(new URL(base).port), '127.0.0.1')
+  t.teardown(() => slow.destroy())
+  slow.on('error', () => {}) // the server's destroy may reach it as a reset
+  await once(slow, 'connect')
+  slow.write(`GET ${STREAM} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`)
+  const [head] = (await once(slow, 'data')) as [Buffer]
+  slow.pause()
+  t.match(head.toString(), /^HTTP\/1\.1 200 /, 'the slow client’s stream opened')
+
+  const reader = await open(base)
+  t.equal(reader.res.statusCode, 200, 'a client that reads')
+  await waitFor(async () => (await gauge(app)) === 2, { what: 'both streams live' })
+
+  // ingest until the server drops the slow client; each round waits until the reading client
+  // has every event so far, so the slow client's buffer is all that grows
+  let batches = 0
+  let events = 0
+  const eventsOnReader = () => reader.text().split('event: insight').length - 1
+  while ((await dropped()) === 0 && batches < MAX_BATCHES) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/conversations/batch',
+      payload: { conversations: Array.from({ length: BATCH }, (_, i) => longSummary(batches * BATCH + i)) }
+    })
+    if (res.statusCode !== 207) t.fail(`batch ${batches + 1} answered ${res.statusCode}`)
+    batches++
+    events += res.json().accepted
+    await waitFor(() => eventsOnReader() >= events, { what: `the reader’s ${events} events` })
+  }
+  t.equal(await dropped(), 1, `dropped after ${batches} batches, ${events} events: gleaner_stream_slow_disconnects_total counts it`)
+  await waitFor(async () => (await gauge(app)) === 1, { what: 'the slow stream’s slot released' })
+
+  // the slow client, reading again, finds the stream cut by the server, not ended by itself
+  const closed = once(slow, 'close')
+  slow.resume()
+  await closed
+  t.pass('the server closed the slow client’s connection')
+
+  // everyone else carries on: ingest, the reading stream, a new stream
+  const after = await app.inject({ method: 'POST', url: '/api/v1/conversations', payload: conversation() })
+  t.equal(after.statusCode, 202, 'ingest still answers')
+  const id = after.json().id as string
+  await waitFor(() => reader.text().includes(`id: ${id}`), { what: 'the reading stream gets the next insight' })
+  const another = await open(base)
+  t.equal(another.res.statusCode, 200, 'a new stream opens')
+  t.equal((await body(await fetch(`${base}/health`))).status, 'ok', 'healthy')
+  t.match(await app.metrics.registry.metrics(), /^gleaner_stream_slow_disconnects_total 1$/m, 'exported as 1')
+  reader.close()
+  another.close()
+  await waitFor(async () => (await gauge(app)) === 0, { what: 'all released' })
 })
