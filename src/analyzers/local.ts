@@ -47,9 +47,10 @@ export const LOCAL_MODEL = 'local-linear-v3'
  * polite requests neutral, outages and late parcels grievances, a ritual "ok thanks" closes
  * nothing, summaries lead with the problem; v3.0: one customer-state step per turn, a
  * neutral band, a plain request is a question rather than "other", more urgency cues:
- * weekday deadlines, money gone, payments not made, threats to port or move).
+ * weekday deadlines, money gone, payments not made, threats to port or move; v3.1: a
+ * summary lifted out of its turn drops the connective that tied it to the one before).
  */
-export const LOCAL_PROMPT_VERSION = 'v3.0'
+export const LOCAL_PROMPT_VERSION = 'v3.1'
 
 /**
  * Analysed text per conversation is capped: 16,000 characters of customer text, 4,000 of
@@ -223,6 +224,11 @@ const SURROGATE_RE = /[\uD800-\uDFFF]/
  */
 const LEADING_GREETING_RE =
   /^(?:[Hh]i|[Hh]ello|[Hh]ey|[Hh]iya|[Dd]ear|[Gg]ood (?:morning|afternoon|evening)|[Gg]reetings)\b[ ,!.:-]*(?:(?:(?!(?:My|The|This|That|We|Our|Your|It|Its|Can|Could|Would|Please|Why|How|What|When|Where|Who|Is|Are|Do|Does|Did|Just|So|Thanks|Thank|There|Yes|No|Ok|Okay|Sorry|Since|After|Today|Hope|Quick|Need|Got|Any)\b)\p{Lu}\p{Ll}[\p{L}'-]{0,20}(?: \p{Lu}\p{Ll}[\p{L}'-]{0,20})?|[Tt]eam|[Tt]here|[Aa]ll|[Gg]uys|[Ff]olks|[Ss]upport|[Ss]ir|[Mm]adam)(?=[ ,!.:-])[ ,!.:-]*)?/u
+/**
+ * A connective that tied the sentence to the turn before ("But the export is broken."):
+ * lifted into a summary it reads as a fragment. Anchored, one alternation, no nesting.
+ */
+const LEADING_CONNECTIVE_RE = /^(?:but|and|also|plus|however|anyway)\b[ ,]*(?=\S)/i
 /** "my name is Jane Doe": the name is personal data even where nothing else is. */
 const SELF_NAME_RE = /\b([Mm]y name is|[Mm]y name's|[Tt]his is|I am|I'm) (\p{Lu}[\p{L}'-]{1,20})( \p{Lu}[\p{L}'-]{1,20})?/gu
 const ENDS_SENTENCE_RE = /[.!?\u2026]$/
@@ -734,7 +740,7 @@ function summarise(turns: readonly Turn[]): string | undefined {
   const parts = sentences(head).filter((s) => !isPleasantry(s))
   let lead = parts[0] ?? head
   if (parts[1] && lead.length < SUMMARY_SECOND_SENTENCE_BELOW) lead = `${lead} ${parts[1]}`
-  lead = capitalise(lead.trim())
+  lead = capitalise(lead.trim().replace(LEADING_CONNECTIVE_RE, ''))
   if (!lead) return undefined
   const last = turns[turns.length - 1]!
   let outcome = ''

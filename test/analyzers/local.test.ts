@@ -42,13 +42,13 @@ function contractViolations(insight: InsightFields): string[] {
   return problems
 }
 
-t.test('identifies itself as local-linear-v3, rules v3.0, free, one result per item in order', async (t) => {
+t.test('identifies itself as local-linear-v3, rules v3.1, free, one result per item in order', async (t) => {
   const analyzer = createLocalAnalyzer()
   t.teardown(() => analyzer.close())
   t.equal(analyzer.model, 'local-linear-v3')
   t.equal(LOCAL_MODEL, 'local-linear-v3')
-  t.equal(analyzer.promptVersion, 'v3.0')
-  t.equal(LOCAL_PROMPT_VERSION, 'v3.0')
+  t.equal(analyzer.promptVersion, 'v3.1')
+  t.equal(LOCAL_PROMPT_VERSION, 'v3.1')
   t.equal(analyzer.billable, false)
   await t.resolves(analyzer.ping(), 'ping resolves: the models load')
 
@@ -141,7 +141,7 @@ t.test('praise for one thing and a complaint about another is mixed', async (t) 
   )
   t.equal(insight.sentiment, 'mixed')
   t.equal(insight.urgency, 'medium')
-  t.equal(insight.summary, 'But the billing page is terrible and the export is broken.', 'the summary leads with the problem')
+  t.equal(insight.summary, 'The billing page is terrible and the export is broken.', 'the summary leads with the problem, without the "But" that tied it to the praise')
 })
 
 t.test('multi-turn: a polite chaser after a complaint is manners, not relief: still negative', async (t) => {

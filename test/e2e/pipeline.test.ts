@@ -36,7 +36,7 @@ for (const backend of backends()) {
         topics: Array,
         urgency: /high|medium/,
         model: 'local-linear-v3',
-        prompt_version: 'v3.0',
+        prompt_version: 'v3.1',
         cached: false,
         tokens: { input: 0, output: 0 },
         cost_usd: 0
