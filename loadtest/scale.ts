@@ -206,7 +206,16 @@ async function main() {
       const body = (await (await request(page)).body.json()) as { next_cursor: string | null }
       cursor = body.next_cursor
     }
+    // one conversation from deep in the data, for the by-id route
+    const deep = (await (await request(`${base}/api/v1/insights?limit=1&${oneDay}`)).body.json()) as { items: { conversation_id: string }[] }
+    const someId = deep.items[0]?.conversation_id ?? '00000000-0000-7000-8000-000000000000'
     const routes: [string, string][] = [
+      ['health (backlog counts)', '/health'],
+      ['health/ready', '/health/ready'],
+      ['conversation by id', `/api/v1/conversations/${someId}`],
+      ['dead letters', '/api/v1/dead-letters'],
+      ['usage', '/api/v1/usage'],
+      ['taxonomy', '/api/v1/taxonomy'],
       ['list, first page', '/api/v1/insights'],
       ['list, page 50', `/api/v1/insights?cursor=${encodeURIComponent(cursor ?? '')}`],
       ['list, source', '/api/v1/insights?source=email'],
