@@ -163,6 +163,23 @@ export async function waitFor<V>(
   }
 }
 
+/**
+ * Empties tables under a running app. The worker's sweep reads the same tables and takes
+ * its locks in its own order, so TRUNCATE can lose a deadlock to it (40P01); PostgreSQL's
+ * advice is to retry the transaction, which is what this does.
+ */
+export async function truncate(database: Pick<Database, 'raw'>, tables: string[]): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await database.raw(`TRUNCATE ${tables.join(', ')}`, [])
+      return
+    } catch (err) {
+      const code = (err as { code?: string; cause?: { code?: string } }).code ?? (err as { cause?: { code?: string } }).cause?.code
+      if (code !== '40P01' || attempt >= 5) throw err
+    }
+  }
+}
+
 let seq = 0
 /** A conversation worth analysing (passes the prefilter), unique unless told otherwise. */
 export function conversation(over: Record<string, unknown> = {}) {

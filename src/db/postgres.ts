@@ -65,6 +65,14 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
   }
 
   const listeners: import('pg').PoolClient[] = []
+  /** Lets a LISTEN connection go (destroyed, not reused: it holds a LISTEN); false if it already was. */
+  const dropListener = (c: import('pg').PoolClient): boolean => {
+    const i = listeners.indexOf(c)
+    if (i < 0) return false
+    listeners.splice(i, 1)
+    c.release(true)
+    return true
+  }
   const database: Database = {
     db,
     kind: 'postgres',
@@ -98,24 +106,32 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
       let current: import('pg').PoolClient | undefined
       const connect = async (): Promise<void> => {
         while (!closed) {
+          let c: import('pg').PoolClient | undefined
           try {
-            const c = await pool.connect()
-            current = c
-            listeners.push(c)
-            c.on('notification', (msg) => {
+            c = await pool.connect()
+            const client = c
+            current = client
+            listeners.push(client)
+            client.on('notification', (msg) => {
               if (msg.channel === channel && msg.payload) onPayload(msg.payload)
             })
-            c.on('error', (err) => {
+            client.on('error', (err) => {
+              // a connection can emit more than one error, and close() may have let it go
+              // already: dropListener releases at most once
+              if (!dropListener(client)) return
+              if (current === client) current = undefined
+              if (closed) return
               logger.warn({ err: { message: err.message }, channel }, 'listen connection lost; reconnecting')
-              const i = listeners.indexOf(c)
-              if (i >= 0) listeners.splice(i, 1)
-              c.release(true)
-              if (current === c) current = undefined
               setTimeout(() => void connect(), LISTEN_RETRY_MS).unref()
             })
-            await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+            await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
             return
           } catch (err) {
+            if (c) {
+              dropListener(c)
+              if (current === c) current = undefined
+            }
+            if (closed) return
             logger.warn({ err: { message: (err as Error).message }, channel }, 'cannot listen yet; retrying')
             await new Promise((r) => setTimeout(r, LISTEN_RETRY_MS).unref())
           }
@@ -125,20 +141,19 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
       return async () => {
         closed = true
         const c = current
-        if (!c) return
-        const i = listeners.indexOf(c)
-        if (i >= 0) listeners.splice(i, 1)
+        current = undefined
+        if (!c || !listeners.includes(c)) return
         try {
           await c.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`)
         } catch {}
-        c.release(true)
+        dropListener(c)
       }
     },
     async notify(channel, payload) {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload])
     },
     async close() {
-      for (const c of listeners.splice(0)) c.release(true)
+      for (const c of [...listeners]) dropListener(c)
       await Promise.all([pool.end(), readPool.end()])
     }
   }

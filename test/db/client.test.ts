@@ -169,6 +169,30 @@ t.test('PostgreSQL', { skip: !process.env.DATABASE_URL && 'DATABASE_URL is not s
     t.teardown(() => b.close())
     t.equal((await tablesAndMigrations(b)).migrations, journal.entries.length)
   })
+
+  t.test('a LISTEN connection is let go once, whether it dies, the database closes or the listener unlistens', async (t) => {
+    const database = await open({ DATABASE_URL: await freshPostgresUrl(t) })
+    let closed = false
+    t.teardown(() => (closed ? undefined : database.close()))
+    const got: string[] = []
+    const unlisten = await database.listen('gleaner_drop', (p) => got.push(p))
+    // the server ends the listening backend, as a restart or an idle-session killer would
+    const killed = await database.query<{ n: number }>(
+      sql`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE query LIKE 'LISTEN%gleaner_drop%' AND pid <> pg_backend_pid()`
+    )
+    t.equal(killed[0]?.n, 1, 'the listening backend was ended')
+    await waitFor(
+      async () => {
+        await database.notify('gleaner_drop', 'back')
+        return got.includes('back')
+      },
+      { what: 'the listener to reconnect', intervalMs: 200 }
+    )
+    await database.close()
+    closed = true
+    // close() let the connection go already; unlistening after it must not release it again
+    await t.resolves(unlisten(), 'unlisten after close')
+  })
 })
 
 for (const backend of backends()) {

@@ -11,7 +11,7 @@ import { type FakeModelServer, type FakeModelServerOptions, startFakeModelServer
 import type { AppDeps } from '../../src/app.ts'
 import { type Database, openDatabase } from '../../src/db/client.ts'
 import { CONVERSATION_STATUSES_SQL } from '../../src/db/conversations.ts'
-import { type BackendName, backendEnv, backends, buildTestApp, conversation, testConfig, waitFor } from '../helper.ts'
+import { type BackendName, backendEnv, backends, buildTestApp, conversation, testConfig, truncate, waitFor } from '../helper.ts'
 
 const API_KEY = 'sk-test-secret-123'
 type TestApp = Awaited<ReturnType<typeof buildTestApp>>
@@ -37,7 +37,7 @@ async function setup(
   t.teardown(() => fake.close())
   if (opts.shared) {
     // the previous test's app has closed (its worker released everything); start empty
-    await opts.shared.query(sql`TRUNCATE conversations, conversation_keys, conversation_queue, insights, model_usage, analysis_cache`)
+    await truncate(opts.shared, ['conversations', 'conversation_keys', 'conversation_queue', 'insights', 'model_usage', 'analysis_cache'])
   }
   const app = await buildTestApp(
     t,

@@ -6,7 +6,7 @@ import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t from 'tap'
 import { cacheKey } from '../../src/pipeline/normalize.ts'
-import { backendEnv, backends, buildTestApp, conversation, waitFor } from '../helper.ts'
+import { backendEnv, backends, buildTestApp, conversation, truncate, waitFor } from '../helper.ts'
 
 type TestApp = Awaited<ReturnType<typeof buildTestApp>>
 
@@ -31,7 +31,7 @@ for (const backend of backends()) {
     })
     const app = await buildTestApp(t, await backendEnv(t, backend), { logger: pino({ level: 'info' }, capture) })
     t.beforeEach(async () => {
-      await app.database.query(sql`TRUNCATE conversations, conversation_keys, conversation_queue, insights, analysis_cache, erasures`)
+      await truncate(app.database, ['conversations', 'conversation_keys', 'conversation_queue', 'insights', 'analysis_cache', 'erasures'])
     })
 
     t.test('DELETE erases the conversation, its insight, its cache entry and its counts, once', async (t) => {
