@@ -7,6 +7,7 @@ import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import type { FastifyPluginAsync } from 'fastify'
+import { securityHeaders } from '../plugins/security.ts'
 
 export const CONSOLE_PREFIX = '/console'
 const CONSOLE_ROOT = fileURLToPath(new URL('../console', import.meta.url))
@@ -35,11 +36,11 @@ export const CONSOLE_CSP = {
 }
 
 const consoleRoutes: FastifyPluginAsync = async (app) => {
-  // @fastify/helmet reads a route's config.helmet per request: set it on every route this
-  // plugin adds, so the relaxed policy cannot reach a route outside it
+  // the console's pages get their own CSP: set on every route this plugin adds, so the
+  // relaxed policy cannot reach a route outside it
+  const headers = securityHeaders(CONSOLE_CSP)
   app.addHook('onRoute', (route) => {
-    // config.helmet is where @fastify/helmet keeps a route's options (its types only name the route option)
-    route.config = { ...route.config, helmet: { contentSecurityPolicy: { useDefaults: false, directives: CONSOLE_CSP } } } as typeof route.config
+    route.config = { ...route.config, securityHeaders: headers }
   })
   const common = { decorateReply: false, schemaHide: true, dotfiles: 'deny', index: false } as const
   for (const v of VENDOR) {
