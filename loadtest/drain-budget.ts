@@ -9,9 +9,9 @@
 //   DATABASE_URL (required)  an admin URL; a database is made and dropped for the run
 //   DRAIN_N (50000)          backlog size
 //   DRAIN_ANALYZER (local)   local | model (the fake model server at DRAIN_MODEL_LATENCY_MS)
-import { readdirSync, readFileSync } from 'node:fs'
 import { sql } from 'drizzle-orm'
 import type { Database } from '../src/db/client.ts'
+import { cpuMs, postgresCpuMs, postmasterPid } from './bench/cpu.ts'
 import { fillBacklog, waitDrained } from './bench/load.ts'
 import { startServer, withProc } from './bench/processes.ts'
 import { PG_ADMIN, withDatabase, withTarget } from './bench/targets.ts'
@@ -21,43 +21,6 @@ const N = Number(process.env.DRAIN_N ?? 50_000)
 const ANALYZER = process.env.DRAIN_ANALYZER ?? 'local'
 const MODEL_LATENCY_MS = Number(process.env.DRAIN_MODEL_LATENCY_MS ?? 300)
 const log = (...a: unknown[]) => console.error('[drain]', ...a)
-
-/** Linux clock ticks per second for /proc/<pid>/stat (USER_HZ is 100 on every mainstream build). */
-const TICKS_PER_S = 100
-
-/** utime + stime (+ reaped children's, for a parent whose children come and go), in ms. */
-function cpuMs(pid: number, withChildren = false): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // the command name may hold spaces: fields are counted after its closing parenthesis
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ticks = Number(f[11]) + Number(f[12]) + (withChildren ? Number(f[13]) + Number(f[14]) : 0)
-    return (ticks * 1000) / TICKS_PER_S
-  } catch {
-    return 0 // exited
-  }
-}
-
-/** CPU of the postmaster (with its reaped children) and of every live child, in ms. */
-function postgresCpuMs(postmaster: number): number {
-  let total = cpuMs(postmaster, true)
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (ppid === postmaster) total += cpuMs(Number(entry))
-    } catch {
-      // exited between the listing and the read
-    }
-  }
-  return total
-}
-
-async function postmasterPid(db: Database): Promise<number> {
-  const [row] = await db.query<{ dir: string }>(sql`SELECT current_setting('data_directory') AS dir`)
-  return Number(readFileSync(`${row!.dir}/postmaster.pid`, 'utf8').split('\n')[0])
-}
 
 const count = async (db: Database) => Number((await db.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM insights`))[0]!.n)
 
