@@ -1,6 +1,14 @@
 // The analysis cache table: insights keyed by normalized text, analyzer and prompt version.
 import type { InsightFields } from '../domain.ts'
 import type { Database } from './client.ts'
+import { standalone, type WriteFragment } from './write-fragment.ts'
+
+export interface CacheEntry {
+  key: string
+  model: string
+  promptVersion: string
+  insight: InsightFields
+}
 
 /** `now` (ms since the epoch) decides expiry on both sides: injectable so tests need not wait for a TTL. */
 export function analysisCacheRepository(database: Database, now: () => number = Date.now) {
@@ -28,17 +36,31 @@ export function analysisCacheRepository(database: Database, now: () => number = 
       return found
     },
 
-    async putMany(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[], ttlSeconds: number) {
-      if (entries.length === 0) return
+    /** The cache write as a fragment the store statement carries (one round trip a batch). */
+    putFragment(entries: CacheEntry[], ttlSeconds: number): WriteFragment {
       // one row per key: ON CONFLICT DO UPDATE may not touch a row twice in one statement
       const unique = [...new Map(entries.map((e) => [e.key, e])).values()]
-      await database.raw(
-        `INSERT INTO analysis_cache (key, model, prompt_version, insight, expires_at)
-         SELECT u.key, u.model, u.prompt_version, u.insight::jsonb, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(key, model, prompt_version, insight)
-         ON CONFLICT (key) DO UPDATE SET insight = excluded.insight, expires_at = excluded.expires_at, created_at = now()`,
-        [unique.map((e) => e.key), unique.map((e) => e.model), unique.map((e) => e.promptVersion), unique.map((e) => JSON.stringify(e.insight)), new Date(now() + ttlSeconds * 1000)],
-        'gleaner_cache_put'
-      )
+      return {
+        name: 'cache',
+        text: (p) =>
+          `INSERT INTO analysis_cache (key, model, prompt_version, insight, expires_at)
+           SELECT u.key, u.model, u.prompt_version, u.insight::jsonb, ${p(5)}::timestamptz
+           FROM unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::text[]) AS u(key, model, prompt_version, insight)
+           ON CONFLICT (key) DO UPDATE SET insight = excluded.insight, expires_at = excluded.expires_at, created_at = now()`,
+        params: [
+          unique.map((e) => e.key),
+          unique.map((e) => e.model),
+          unique.map((e) => e.promptVersion),
+          unique.map((e) => JSON.stringify(e.insight)),
+          new Date(now() + ttlSeconds * 1000)
+        ]
+      }
+    },
+
+    async putMany(entries: CacheEntry[], ttlSeconds: number) {
+      if (entries.length === 0) return
+      const { text, params } = standalone(this.putFragment(entries, ttlSeconds))
+      await database.raw(text, params, 'gleaner_cache_put')
     },
 
     async addHits(counts: Map<string, number>) {
