@@ -9,6 +9,7 @@
 //   DATABASE_URL (required)  an admin URL; a database is made and dropped for the run
 //   DRAIN_N (50000)          backlog size
 //   DRAIN_ANALYZER (local)   local | model (the fake model server at DRAIN_MODEL_LATENCY_MS)
+//   DRAIN_BATCH (100), DRAIN_CONCURRENCY (2)   the model's batch and concurrency; REDACT_PII passes through
 import { sql } from 'drizzle-orm'
 import type { Database } from '../src/db/client.ts'
 import { cpuMs, postgresCpuMs, postmasterPid } from './bench/cpu.ts'
@@ -20,6 +21,9 @@ import { startFakeModelServer } from './fake-model-server.ts'
 const N = Number(process.env.DRAIN_N ?? 50_000)
 const ANALYZER = process.env.DRAIN_ANALYZER ?? 'local'
 const MODEL_LATENCY_MS = Number(process.env.DRAIN_MODEL_LATENCY_MS ?? 300)
+// bench:peers sends 20 a model call at concurrency 8: DRAIN_BATCH=20 DRAIN_CONCURRENCY=8 reproduces it
+const MODEL_BATCH = process.env.DRAIN_BATCH ?? '100'
+const MODEL_CONCURRENCY = process.env.DRAIN_CONCURRENCY ?? '2'
 const log = (...a: unknown[]) => console.error('[drain]', ...a)
 
 const count = async (db: Database) => Number((await db.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM insights`))[0]!.n)
@@ -35,7 +39,7 @@ async function main() {
   if (!PG_ADMIN) throw new Error('bench:drain measures PostgreSQL: set DATABASE_URL to an admin URL')
   const fake = ANALYZER === 'model' ? await startFakeModelServer({ latencyMs: MODEL_LATENCY_MS, port: 0 }) : null
   const env: Record<string, string> = fake
-    ? { MODEL_PROVIDER: 'openai-compatible', MODEL_BASE_URL: fake.url, MODEL_NAME: 'fake-1', BATCH_MAX: '100', BATCH_INITIAL: '100', WORKER_CONCURRENCY: '2' }
+    ? { MODEL_PROVIDER: 'openai-compatible', MODEL_BASE_URL: fake.url, MODEL_NAME: 'fake-1', BATCH_MAX: MODEL_BATCH, BATCH_INITIAL: MODEL_BATCH, WORKER_CONCURRENCY: MODEL_CONCURRENCY, ...(process.env.REDACT_PII ? { REDACT_PII: process.env.REDACT_PII } : {}) }
     : {}
   try {
     await withTarget('budget', async (target) => {

@@ -44,7 +44,9 @@ let seq = 0
 export async function startProc(script: string, env: Record<string, string>, probe: { path: string; identify: (body: unknown) => Who }): Promise<Proc> {
   const instanceId = `bench-${process.pid}-${++seq}`
   const childEnv = { PATH: process.env.PATH ?? '', ...(process.env.NODE_OPTIONS ? { NODE_OPTIONS: process.env.NODE_OPTIONS } : {}), ...env, PORT: '0', INSTANCE_ID: instanceId }
-  const args = ['--import', 'tsx', script]
+  // BENCH_CPU_PROF=dir profiles every server started (node refuses --cpu-prof in NODE_OPTIONS)
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+  const args = [...prof, '--import', 'tsx', script]
   const stdio: ['ignore', 'ignore', 'inherit', 'ipc'] = ['ignore', 'ignore', 'inherit', 'ipc']
   const child = pinned
     ? spawn('taskset', ['-c', SERVER_CORE, process.execPath, ...args], { cwd: ROOT, env: childEnv, stdio })

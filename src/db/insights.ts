@@ -5,6 +5,7 @@ import { type InsightFields, type Intent, SENTIMENTS, type Sentiment, URGENCIES,
 import type { Database } from './client.ts'
 import { IDS_PER_NOTIFY, INSIGHTS_CHANNEL } from './notify.ts'
 import { insights, statusLiteral } from './schema.ts'
+import { asCtes, type WriteFragment } from './write-fragment.ts'
 
 export interface NewInsight extends InsightFields {
   conversationId: string
@@ -72,8 +73,12 @@ const STORE_INSIGHTS = `
       SELECT conversation_id, (row_number() OVER () - 1) / ${IDS_PER_NOTIFY} AS chunk FROM ins) AS x
     GROUP BY chunk
   )
+`
+// after the writes the batch carries (asCtes): the cache rows and the usage of its model calls
+const STORE_SELECT = `
   -- the scalar subquery makes the announcement run (a CTE nobody reads is not evaluated)
   SELECT conversation_id AS id, (SELECT count(*) FROM announced) AS notifications FROM ins`
+const STORE_PARAMS = 18
 
 /** An insight row as row_to_json spells it (snake_case, timestamps as text) → the row type. */
 export function insightFromJson(r: Record<string, unknown>): InsightRow {
@@ -124,12 +129,18 @@ export function insightsRepository(database: Database) {
      * meanwhile) stores nothing; the insight's primary key still makes a second insight
      * impossible whatever happens.
      */
-    async storeMany(items: NewInsight[], owner: string): Promise<{ stored: string[] }> {
-      if (items.length === 0) return { stored: [] }
+    /**
+     * Stores a batch's insights and ends its queue rows, announcing them; `also` are writes
+     * that belong to the batch (the analysis cache, the model usage) and commit with it in
+     * the same statement.
+     */
+    async storeMany(items: NewInsight[], owner: string, also: readonly WriteFragment[] = []): Promise<{ stored: string[] }> {
+      if (items.length === 0 && also.length === 0) return { stored: [] }
       // ms precision (JS Date) so a cursor built from a row compares exactly with it
       const now = new Date()
+      const carried = asCtes(also, STORE_PARAMS)
       const rows = await database.raw<{ id: string }>(
-        STORE_INSIGHTS,
+        STORE_INSIGHTS + carried.ctes + STORE_SELECT,
         [
           items.map((i) => i.conversationId),
           items.map((i) => i.source),
@@ -148,9 +159,10 @@ export function insightsRepository(database: Database) {
           items.map((i) => i.costUsd),
           owner,
           now,
-          INSIGHTS_CHANNEL
+          INSIGHTS_CHANNEL,
+          ...carried.params
         ],
-        'gleaner_store_insights'
+        `gleaner_store_insights${carried.name}`
       )
       return { stored: rows.map((r) => r.id) }
     },

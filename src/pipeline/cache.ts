@@ -2,8 +2,9 @@
 // prompt version) are analysed once. An LRU in memory answers hot keys without a query;
 // the table behind it is shared by every instance and survives restarts.
 import { LRUCache } from 'lru-cache'
-import type { AnalysisCacheRepository } from '../db/analysis-cache.ts'
+import type { AnalysisCacheRepository, CacheEntry } from '../db/analysis-cache.ts'
 import type { ClaimedConversation } from '../db/conversations.ts'
+import type { WriteFragment } from '../db/write-fragment.ts'
 import type { InsightFields } from '../domain.ts'
 
 /** A batch split by what the cache knows: only `leaders` need the analyzer. */
@@ -105,9 +106,21 @@ export class AnalysisCache {
     return found
   }
 
-  async store(entries: { key: string; model: string; promptVersion: string; insight: InsightFields }[]): Promise<void> {
+  async store(entries: CacheEntry[]): Promise<void> {
     if (!this.enabled || entries.length === 0) return
     if (this.opts.persistent !== false) await this.repo.putMany(entries, this.opts.ttlSeconds)
+    this.remember(entries)
+  }
+
+  /** The table write for `entries` as a fragment of the store statement; null when nothing goes to the table. */
+  persistFragment(entries: CacheEntry[]): WriteFragment | null {
+    if (!this.enabled || entries.length === 0 || this.opts.persistent === false) return null
+    return this.repo.putFragment(entries, this.opts.ttlSeconds)
+  }
+
+  /** Keeps `entries` in memory (after the table write committed, or instead of one). */
+  remember(entries: CacheEntry[]): void {
+    if (!this.enabled) return
     for (const e of entries) this.lru?.set(e.key, e.insight)
   }
 

@@ -1,10 +1,11 @@
 // The store stage: which insight each conversation of a batch gets (analysed now, from the
-// cache, or its leader's), which failed and why; then one transaction for the insights
-// and their conversations' status, and the cache write for what was analysed now.
-import type { Logger } from 'pino'
+// cache, or its leader's), which failed and why; then one statement for the insights, their
+// queue rows, the cache write for what was analysed now and the usage the batch spent.
 import type { Analyzer, ItemResult } from '../analyzers/analyzer.ts'
 import type { ClaimedConversation } from '../db/conversations.ts'
 import type { InsightsRepository, NewInsight } from '../db/insights.ts'
+import type { UsageRepository, UsageRow } from '../db/usage.ts'
+import type { WriteFragment } from '../db/write-fragment.ts'
 import { type InsightFields, pickInsightFields } from '../domain.ts'
 import type { AnalysisCache, CachePlan } from './cache.ts'
 import { type AnalysisFailureReason, itemFailureReason } from './failures.ts'
@@ -81,16 +82,22 @@ export function assembleOutcome(
 export interface StoreDeps {
   insights: InsightsRepository
   cache: AnalysisCache
-  log: Logger
+  usage: Pick<UsageRepository, 'addFragment'>
 }
 
 /**
- * Stores the insights and marks their conversations analysed (one transaction), then
- * writes the cache. Returns the conversation ids actually stored: a row whose lease was
- * lost to another instance is not. A failed cache write costs only a later re-analysis.
+ * One statement: the insights stored, their queue rows ended, the fresh answers written to
+ * the analysis cache and what the batch's model calls spent booked (the writes a batch
+ * needs, in one round trip and one commit). Returns the conversation ids actually stored: a
+ * row whose lease was lost to another instance is not. If it throws, nothing of it was
+ * written: the caller books `spent` on its own (money spent stays spent).
  */
-export async function storeOutcome(deps: StoreDeps, outcome: BatchOutcome, owner: string): Promise<string[]> {
-  const { stored } = await deps.insights.storeMany(outcome.insights, owner)
-  await deps.cache.store(outcome.fresh).catch((err) => deps.log.warn({ err: { message: (err as Error).message } }, 'cache write failed'))
+export async function storeOutcome(deps: StoreDeps, outcome: BatchOutcome, owner: string, spent: readonly UsageRow[] = []): Promise<string[]> {
+  const also: WriteFragment[] = []
+  const cacheWrite = deps.cache.persistFragment(outcome.fresh)
+  if (cacheWrite) also.push(cacheWrite)
+  if (spent.length) also.push(deps.usage.addFragment(spent))
+  const { stored } = await deps.insights.storeMany(outcome.insights, owner, also)
+  deps.cache.remember(outcome.fresh)
   return stored
 }

@@ -16,7 +16,7 @@ import type { Config } from '../config.ts'
 import type { ClaimedConversation, ConversationsRepository } from '../db/conversations.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { InsightsRepository } from '../db/insights.ts'
-import type { UsageRepository } from '../db/usage.ts'
+import type { UsageRepository, UsageRow } from '../db/usage.ts'
 import type { BacklogStatus } from '../domain.ts'
 import type { Metrics } from '../metrics.ts'
 import { analyzeLeaders } from './analyze.ts'
@@ -29,7 +29,7 @@ import { batchesAllowed } from './fair-share.ts'
 import { cacheKey } from './normalize.ts'
 import type { WorkQueue } from './queue.ts'
 import { assembleOutcome, type ItemFailure, storeOutcome } from './store.ts'
-import { bookUsage } from './usage-booking.ts'
+import { bookUsage, chargeUsage } from './usage-booking.ts'
 
 export interface WorkerDeps {
   config: Config
@@ -429,6 +429,8 @@ export class Worker extends EventEmitter {
     const log = this.log.child({ batch_id: batchId })
     const started = performance.now()
     let breakerTold = false
+    // charged to the budget, to be booked with the store statement
+    let unbooked: UsageRow[] = []
     const flight = { ids: rows.map((r) => r.id), finishing: false }
     this.inFlight.set(batchId, flight)
     this.reportClaims()
@@ -449,12 +451,13 @@ export class Worker extends EventEmitter {
         batchSize.onSuccess({ latencyMs: analysis.latencyMs, backlog: this.backlog.pending + this.d.queue.size })
         metrics.batchSize.set(batchSize.size)
         results = analysis.results
-        await bookUsage(this.d, analysis.usage)
+        unbooked = chargeUsage(this.d, analysis.usage)
       }
 
       const outcome = assembleOutcome(plan, results, analyzer)
       flight.finishing = true
-      const stored = await storeOutcome({ insights: this.d.insights, cache: this.d.cache, log }, outcome, this.owner)
+      const stored = await storeOutcome({ insights: this.d.insights, cache: this.d.cache, usage: this.d.usage }, outcome, this.owner, unbooked)
+      unbooked = []
       this.countStored(rows, outcome.insights, stored)
       if (outcome.failures.length) await this.releaseItemFailures(outcome.failures)
       if (stored.length) this.emit('stored', stored)
@@ -471,6 +474,8 @@ export class Worker extends EventEmitter {
       )
     } catch (err) {
       flight.finishing = true
+      // the store statement that would have booked the model's spend did not commit: book it apart
+      await this.d.usage.addMany(unbooked).catch((e) => log.warn({ err: { message: (e as Error).message } }, 'could not record model usage'))
       breakerTold = (await this.handleBatchFailure(log, rows, err)) || breakerTold
     } finally {
       // A probe must report (breaker.ts's contract), or the circuit stays half-open and the

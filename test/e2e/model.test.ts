@@ -441,6 +441,21 @@ for (const backend of backends()) {
       t.notOk((await statusCounts(app)).failed, 'nothing failed for it')
     })
 
+    t.test('what a batch spent is booked even when its store statement fails', async (t) => {
+      // the store statement carries the usage booking; when it fails, the worker books it apart
+      const { app, fake } = await setup(t, backend, { env: { WORKER_CONCURRENCY: '1', BATCH_INITIAL: '2', BREAKER_FAILURE_THRESHOLD: '1000' } })
+      await app.database.query(sql`ALTER TABLE insights ADD CONSTRAINT gleaner_test_refuse CHECK (false)`)
+      await ingest(app, many(2))
+      await waitFor(async () => (await metricValue(app, 'gleaner_analysis_failures_total')) >= 1, {
+        what: 'a store that failed'
+      })
+      t.ok(fake.stats.calls >= 1, 'the model was called')
+      await waitFor(async () => ((await app.inject({ url: '/api/v1/usage' })).json().totals.calls as number) >= 1, {
+        what: 'the failed batch’s call in the usage report'
+      })
+      await app.database.query(sql`ALTER TABLE insights DROP CONSTRAINT gleaner_test_refuse`)
+    })
+
     t.test('the model API key never appears in the logs, across failures and retries', async (t) => {
       const { logger, lines } = captureLogger('debug')
       const { app, fake } = await setup(t, backend, {

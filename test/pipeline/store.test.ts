@@ -1,5 +1,5 @@
 // The store stage: which insight each conversation of a batch gets and which fail (pure),
-// then the write on a real database: insights, statuses and the cache.
+// then the write on a real database: insights, statuses, the cache and the usage, in one statement.
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t from 'tap'
@@ -8,6 +8,7 @@ import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
 import { openDatabase } from '../../src/db/client.ts'
 import { type ClaimedConversation, conversationsRepository } from '../../src/db/conversations.ts'
 import { insightsRepository } from '../../src/db/insights.ts'
+import { usageRepository } from '../../src/db/usage.ts'
 import type { InsightFields } from '../../src/domain.ts'
 import { AnalysisCache, type CachePlan } from '../../src/pipeline/cache.ts'
 import { textHash } from '../../src/pipeline/normalize.ts'
@@ -125,7 +126,8 @@ t.test('storeOutcome on a real database', async (t) => {
   const conversations = conversationsRepository(database)
   const insights = insightsRepository(database)
   const cacheRepo = analysisCacheRepository(database)
-  const log = pino({ level: 'silent' })
+  const usage = usageRepository(database)
+  const spentBy = async (model: string) => (await usage.report()).find((r) => r.model === model)
 
   const claimed = async (n: number, owner: string) => {
     const messages = (i: number) => [{ role: 'user' as const, content: `Conversation ${i} ${Math.random()}: my order is late` }]
@@ -142,7 +144,7 @@ t.test('storeOutcome on a real database', async (t) => {
       new Map(rows.map((r) => [r.id, ok(r.id, `summary ${r.id}`)])),
       analyzer
     )
-    const stored = await storeOutcome({ insights, cache, log }, out, 'w1')
+    const stored = await storeOutcome({ insights, cache, usage }, out, 'w1')
     t.same([...stored].sort(), rows.map((r) => r.id).sort())
     for (const r of rows) {
       t.equal((await conversations.getById(r.id))?.status, 'analyzed')
@@ -163,19 +165,50 @@ t.test('storeOutcome on a real database', async (t) => {
       analyzer
     )
     const cache = new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 })
-    t.same(await storeOutcome({ insights, cache, log }, out, 'w1'), [], 'nothing stored')
+    t.same(await storeOutcome({ insights, cache, usage }, out, 'w1'), [], 'nothing stored')
     t.equal((await conversations.getById(rows[0]!.id))?.status, 'processing', 'still the other owner’s')
     t.equal(await insights.getByConversation(rows[0]!.id), null, 'no insight: its holder will store one')
   })
 
-  t.test('a failed cache write does not fail the batch: the insights are stored', async (t) => {
+  t.test('the usage of the batch’s model calls commits with its insights', async (t) => {
     const rows = await claimed(1, 'w1')
-    const broken = new AnalysisCache({ ...cacheRepo, putMany: async () => Promise.reject(new Error('disk full')) }, { ttlSeconds: 3600, lruSize: 0 })
+    const cache = new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 0 })
     const out = assembleOutcome(
-      { keyOf: new Map([[rows[0]!.id, 'k2']]), hits: [], leaders: rows, followers: [] },
-      new Map([[rows[0]!.id, ok(rows[0]!.id, 'kept')]]),
+      { keyOf: new Map([[rows[0]!.id, 'k-usage']]), hits: [], leaders: rows, followers: [] },
+      new Map([[rows[0]!.id, ok(rows[0]!.id, 'booked')]]),
       analyzer
     )
-    t.same(await storeOutcome({ insights, cache: broken, log }, out, 'w1'), [rows[0]!.id])
+    const spent = [{ model: 'model-u', calls: 1, input: 30, output: 10, costUsd: 0.001 }]
+    t.same(await storeOutcome({ insights, cache, usage }, out, 'w1', spent), [rows[0]!.id])
+    t.match(await spentBy('model-u'), { calls: 1, inputTokens: 30, outputTokens: 10, costUsd: 0.001 })
+    t.equal((await cache.lookup(['k-usage'])).size, 1, 'and the cache row')
+  })
+
+  t.test('a batch whose lease was lost still books what its calls spent', async (t) => {
+    const rows = await claimed(1, 'w1')
+    await database.query(sql`UPDATE conversation_queue SET lease_owner = 'w2' WHERE conversation_id = ${rows[0]!.id}`)
+    const cache = new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 })
+    const out = assembleOutcome(
+      { keyOf: new Map([[rows[0]!.id, 'k-lost']]), hits: [], leaders: rows, followers: [] },
+      new Map([[rows[0]!.id, ok(rows[0]!.id, 'late')]]),
+      analyzer
+    )
+    t.same(await storeOutcome({ insights, cache, usage }, out, 'w1', [{ model: 'model-l', calls: 1, input: 5, output: 1, costUsd: 0.01 }]), [])
+    t.match(await spentBy('model-l'), { calls: 1, costUsd: 0.01 })
+  })
+
+  t.test('a store that fails writes nothing: no insight, no cache row, no usage (the worker books that apart)', async (t) => {
+    const rows = await claimed(1, 'w1')
+    const cache = new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 10 })
+    const out = assembleOutcome(
+      { keyOf: new Map([[rows[0]!.id, 'k-fail']]), hits: [], leaders: rows, followers: [] },
+      new Map([[rows[0]!.id, ok(rows[0]!.id, 'never')]]),
+      analyzer
+    )
+    out.insights[0]!.summary = null as unknown as string // NOT NULL: the statement fails
+    await t.rejects(storeOutcome({ insights, cache, usage }, out, 'w1', [{ model: 'model-f', calls: 1, input: 5, output: 1, costUsd: 0.01 }]))
+    t.equal(await insights.getByConversation(rows[0]!.id), null)
+    t.equal((await cache.lookup(['k-fail'])).size, 0, 'neither in the table nor in memory')
+    t.equal(await spentBy('model-f'), undefined)
   })
 })

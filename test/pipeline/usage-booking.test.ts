@@ -59,7 +59,7 @@ t.test('a free analyzer, a batch without calls or without usage books nothing', 
 
 t.test('the budget closes even when the usage write fails', async (t) => {
   const budget = new DailyBudget(0.2, usage, () => DAY)
-  const failing = { ...usage, add: async () => Promise.reject(new Error('connection reset')) }
+  const failing = { ...usage, addMany: async () => Promise.reject(new Error('connection reset')) }
   await t.rejects(bookUsage({ analyzer: { billable: true, model: 'model-c' }, budget, usage: failing }, spent), /connection reset/)
   t.equal(budget.exhausted(), true)
 })
