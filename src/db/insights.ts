@@ -127,12 +127,8 @@ export function insightsRepository(database: Database) {
      * each insight goes in only with the queue row this owner still holds, which the same
      * statement deletes. A row whose lease was lost to another instance (or that was erased
      * meanwhile) stores nothing; the insight's primary key still makes a second insight
-     * impossible whatever happens.
-     */
-    /**
-     * Stores a batch's insights and ends its queue rows, announcing them; `also` are writes
-     * that belong to the batch (the analysis cache, the model usage) and commit with it in
-     * the same statement.
+     * impossible whatever happens. `also` are writes that belong to the batch (its analysis-cache
+     * rows, its model usage): they ride the same statement and commit with it.
      */
     async storeMany(items: NewInsight[], owner: string, also: readonly WriteFragment[] = []): Promise<{ stored: string[] }> {
       if (items.length === 0 && also.length === 0) return { stored: [] }

@@ -40,10 +40,6 @@ export function usageRepository(database: Database) {
       await database.raw(text, params, 'gleaner_usage_add')
     },
 
-    async add(model: string, u: { calls: number; input: number; output: number; costUsd: number }, day = utcDay()) {
-      await this.addMany([{ model, ...u }], day)
-    },
-
     /** Spend of one UTC day over every model: the budget is per deployment, not per model. */
     async costForDay(day = utcDay()): Promise<number> {
       const rows = await db

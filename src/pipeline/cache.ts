@@ -106,12 +106,6 @@ export class AnalysisCache {
     return found
   }
 
-  async store(entries: CacheEntry[]): Promise<void> {
-    if (!this.enabled || entries.length === 0) return
-    if (this.opts.persistent !== false) await this.repo.putMany(entries, this.opts.ttlSeconds)
-    this.remember(entries)
-  }
-
   /** The table write for `entries` as a fragment of the store statement; null when nothing goes to the table. */
   persistFragment(entries: CacheEntry[]): WriteFragment | null {
     if (!this.enabled || entries.length === 0 || this.opts.persistent === false) return null

@@ -37,7 +37,7 @@ for (const backend of backends()) {
     })
 
     t.test('without a limit the budget is never exhausted', async (t) => {
-      await repo.add('m', usage(1_000_000))
+      await repo.addMany([{ model: 'm', ...usage(1_000_000) }])
       const budget = new DailyBudget(undefined, repo)
       await budget.refresh()
       t.equal(budget.limit, undefined)
@@ -76,9 +76,9 @@ for (const backend of backends()) {
       const budget = new DailyBudget(2, repo)
       await budget.refresh()
       t.equal(budget.spentToday(), 0)
-      await other.add('gpt-4o-mini', usage(0.75))
-      await other.add('gpt-4o-mini', usage(0.5))
-      await other.add('grok-4', usage(0.75))
+      await other.addMany([{ model: 'gpt-4o-mini', ...usage(0.75) }])
+      await other.addMany([{ model: 'gpt-4o-mini', ...usage(0.5) }])
+      await other.addMany([{ model: 'grok-4', ...usage(0.75) }])
       t.equal(budget.spentToday(), 0, 'not seen before a refresh')
       await budget.refresh()
       t.equal(budget.spentToday(), 2)
@@ -87,9 +87,9 @@ for (const backend of backends()) {
 
     t.test('refresh ignores spend of other days', async (t) => {
       const c = clock('2026-03-10T12:00:00Z')
-      await repo.add('m', usage(5), '2026-03-09')
-      await repo.add('m', usage(7), '2026-03-11')
-      await repo.add('m', usage(0.25), '2026-03-10')
+      await repo.addMany([{ model: 'm', ...usage(5) }], '2026-03-09')
+      await repo.addMany([{ model: 'm', ...usage(7) }], '2026-03-11')
+      await repo.addMany([{ model: 'm', ...usage(0.25) }], '2026-03-10')
       const budget = new DailyBudget(1, repo, c.now)
       await budget.refresh()
       t.equal(budget.spentToday(), 0.25)
@@ -98,7 +98,7 @@ for (const backend of backends()) {
 
     t.test('a new UTC day starts with nothing spent', async (t) => {
       const c = clock('2026-03-10T23:59:59.000Z')
-      await repo.add('m', usage(3), '2026-03-10')
+      await repo.addMany([{ model: 'm', ...usage(3) }], '2026-03-10')
       const budget = new DailyBudget(3, repo, c.now)
       await budget.refresh()
       t.equal(budget.exhausted(), true, 'spent on the 10th')
@@ -106,7 +106,7 @@ for (const backend of backends()) {
       t.equal(budget.spentToday(), 0, 'the 11th begins at zero without a refresh')
       t.equal(budget.exhausted(), false)
       budget.add(1)
-      await repo.add('m', usage(1), '2026-03-11')
+      await repo.addMany([{ model: 'm', ...usage(1) }], '2026-03-11')
       await budget.refresh()
       t.equal(budget.spentToday(), 1, 'refresh reads the new day’s row, not yesterday’s')
     })
@@ -124,7 +124,7 @@ for (const backend of backends()) {
     t.test('the budget is judged by the UTC day, not the local one', async (t) => {
       // 23:30 in New York on the 10th is already the 11th in UTC
       const c = clock('2026-03-10T23:30:00-05:00')
-      await repo.add('m', usage(9), '2026-03-10')
+      await repo.addMany([{ model: 'm', ...usage(9) }], '2026-03-10')
       const budget = new DailyBudget(5, repo, c.now)
       await budget.refresh()
       t.equal(budget.spentToday(), 0)

@@ -2,9 +2,10 @@
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t from 'tap'
-import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
+import { analysisCacheRepository, type CacheEntry } from '../../src/db/analysis-cache.ts'
 import { openDatabase } from '../../src/db/client.ts'
 import type { ClaimedConversation } from '../../src/db/conversations.ts'
+import { standalone } from '../../src/db/write-fragment.ts'
 import type { InsightFields } from '../../src/domain.ts'
 import { AnalysisCache, planFromCache } from '../../src/pipeline/cache.ts'
 import { cacheKey, sha256 } from '../../src/pipeline/normalize.ts'
@@ -39,6 +40,15 @@ for (const backend of backends()) {
       await database.query(sql`TRUNCATE analysis_cache`)
     })
     const repo = analysisCacheRepository(database, now)
+    /** What the store stage does with a batch's fresh answers: the table write (there carried by the store statement, alone here), then memory. */
+    const put = async (c: AnalysisCache, entries: CacheEntry[]) => {
+      const write = c.persistFragment(entries)
+      if (write) {
+        const { text, params } = standalone(write)
+        await database.raw(text, params)
+      }
+      c.remember(entries)
+    }
     const cache = (opts: { ttlSeconds?: number; lruSize?: number } = {}) =>
       new AnalysisCache(repo, { ttlSeconds: opts.ttlSeconds ?? 3600, lruSize: opts.lruSize ?? 100, now })
     const row = async (key: string) =>
@@ -47,7 +57,7 @@ for (const backend of backends()) {
     t.test('a stored insight is found again by its key', async (t) => {
       const e = entry()
       const c = cache()
-      await c.store([e])
+      await put(c, [e])
       const found = await c.lookup([e.key])
       t.same(found.get(e.key), e.insight)
       t.equal(found.size, 1)
@@ -56,11 +66,11 @@ for (const backend of backends()) {
     t.test('a memory-only cache (the local analyzer\'s) serves from its LRU and never touches the table', async (t) => {
       const e = entry()
       const c = new AnalysisCache(repo, { ttlSeconds: 3600, lruSize: 100, persistent: false, now })
-      await c.store([e])
+      await put(c, [e])
       t.same((await c.lookup([e.key])).get(e.key), e.insight, 'found again in memory')
       t.equal(await row(e.key), undefined, 'nothing written to the table')
       const other = entry()
-      await cache().store([other]) // another analyzer's entry in the table
+      await put(cache(), [other]) // another analyzer's entry in the table
       t.equal((await c.lookup([other.key])).size, 0, 'and the table is not read')
       await c.flushHits()
       t.equal((await row(other.key))!.hits, 0, 'nor are hits written')
@@ -75,14 +85,14 @@ for (const backend of backends()) {
     t.test('a hot key is answered from memory without the table', async (t) => {
       const e = entry()
       const c = cache()
-      await c.store([e])
+      await put(c, [e])
       await database.query(sql`DELETE FROM analysis_cache`)
       t.same((await c.lookup([e.key])).get(e.key), e.insight, 'still found after the row is gone')
     })
 
     t.test('another cache over the same database finds the insight in the table', async (t) => {
       const e = entry()
-      await cache().store([e])
+      await put(cache(), [e])
       const fresh = cache()
       const found = await fresh.lookup([e.key, entry().key])
       t.same([...found.keys()], [e.key], 'only the stored key')
@@ -92,7 +102,7 @@ for (const backend of backends()) {
     t.test('with no LRU every lookup goes to the table', async (t) => {
       const e = entry()
       const c = cache({ lruSize: 0 })
-      await c.store([e])
+      await put(c, [e])
       t.equal((await c.lookup([e.key])).size, 1)
       await database.query(sql`DELETE FROM analysis_cache`)
       t.equal((await c.lookup([e.key])).size, 0, 'nothing kept in memory')
@@ -100,9 +110,9 @@ for (const backend of backends()) {
 
     t.test('storing a key again replaces its insight and its expiry', async (t) => {
       const e = entry('first answer')
-      await cache().store([e])
+      await put(cache(), [e])
       await database.query(sql`UPDATE analysis_cache SET expires_at = ${new Date(clock.now + 60_000)} WHERE key = ${e.key}`)
-      await cache().store([{ ...e, insight: insight('second answer') }])
+      await put(cache(), [{ ...e, insight: insight('second answer') }])
       t.same((await cache().lookup([e.key])).get(e.key)?.summary, 'second answer')
       const expires = new Date((await row(e.key))!.expires_at).getTime()
       t.equal(expires, clock.now + 3600 * 1000, 'expiry pushed out by the full TTL again')
@@ -110,7 +120,7 @@ for (const backend of backends()) {
 
     t.test('an expired row in the table is a miss', async (t) => {
       const e = entry()
-      await cache().store([e])
+      await put(cache(), [e])
       await database.query(sql`UPDATE analysis_cache SET expires_at = ${new Date(clock.now - 1_000)} WHERE key = ${e.key}`)
       t.equal((await cache().lookup([e.key])).size, 0)
     })
@@ -118,7 +128,7 @@ for (const backend of backends()) {
     t.test('an entry is a miss once ttlSeconds have passed, in memory and in the table', async (t) => {
       const e = entry()
       const c = cache({ ttlSeconds: 60 })
-      await c.store([e])
+      await put(c, [e])
       clock.now += 59_999
       t.equal((await c.lookup([e.key])).size, 1, 'fresh until its TTL')
       clock.now += 2
@@ -130,7 +140,7 @@ for (const backend of backends()) {
       'an entry read from the table is not reused in memory past the row’s expiry',
       async (t) => {
         const e = entry()
-        await cache().store([e])
+        await put(cache(), [e])
         await database.query(sql`UPDATE analysis_cache SET expires_at = ${new Date(clock.now + 1_000)} WHERE key = ${e.key}`)
         const reader = cache({ ttlSeconds: 3600 })
         t.equal((await reader.lookup([e.key])).size, 1, 'valid while the row is')
@@ -143,10 +153,10 @@ for (const backend of backends()) {
       const e = entry()
       const off = cache({ ttlSeconds: 0 })
       t.equal(off.enabled, false)
-      await off.store([e])
+      await put(off, [e])
       const rows = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM analysis_cache`)
       t.equal(Number(rows[0]!.n), 0, 'no row written')
-      await cache().store([e])
+      await put(cache(), [e])
       t.equal((await off.lookup([e.key])).size, 0, 'a row another instance wrote is not read either')
       await off.flushHits()
     })
@@ -155,7 +165,7 @@ for (const backend of backends()) {
       const a = entry()
       const b = entry()
       const c = cache()
-      await c.store([a, b])
+      await put(c, [a, b])
       await c.lookup([a.key])
       await c.lookup([a.key, b.key, entry().key])
       await c.lookup([a.key, a.key])
@@ -173,7 +183,7 @@ for (const backend of backends()) {
     t.test('planFromCache: hits are served, each unknown text is analysed once, its twins follow it', async (t) => {
       const known = entry('known')
       const c = cache()
-      await c.store([known])
+      await put(c, [known])
       const row = (id: string, key: string): ClaimedConversation => ({
         id,
         source: 'web-chat',
@@ -216,7 +226,7 @@ for (const backend of backends()) {
     t.test('purgeExpired deletes expired rows only', async (t) => {
       const old = entry()
       const live = entry()
-      await cache().store([old, live])
+      await put(cache(), [old, live])
       await database.query(sql`UPDATE analysis_cache SET expires_at = now() - interval '1 second' WHERE key = ${old.key}`)
       t.equal(await repo.purgeExpired(), 1)
       t.equal(await row(old.key), undefined)

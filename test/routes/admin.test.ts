@@ -53,12 +53,12 @@ for (const backend of backends()) {
 
     t.test('usage reports calls, tokens and cost per day and model, filtered by since and until', async (t) => {
       const usage = app.repos.usage
-      await usage.add('model-a', { calls: 1, input: 100, output: 10, costUsd: 0.001 }, '2026-01-01')
-      await usage.add('model-a', { calls: 2, input: 200, output: 20, costUsd: 0.002 }, '2026-01-02')
-      await usage.add('model-b', { calls: 3, input: 300, output: 30, costUsd: 0.003 }, '2026-01-02')
-      await usage.add('model-a', { calls: 4, input: 400, output: 40, costUsd: 0.004 }, '2026-01-03')
+      await usage.addMany([{ model: 'model-a', calls: 1, input: 100, output: 10, costUsd: 0.001 }], '2026-01-01')
+      await usage.addMany([{ model: 'model-a', calls: 2, input: 200, output: 20, costUsd: 0.002 }], '2026-01-02')
+      await usage.addMany([{ model: 'model-b', calls: 3, input: 300, output: 30, costUsd: 0.003 }], '2026-01-02')
+      await usage.addMany([{ model: 'model-a', calls: 4, input: 400, output: 40, costUsd: 0.004 }], '2026-01-03')
       // a second add on the same day and model accumulates
-      await usage.add('model-a', { calls: 1, input: 1, output: 1, costUsd: 0.0000004 }, '2026-01-03')
+      await usage.addMany([{ model: 'model-a', calls: 1, input: 1, output: 1, costUsd: 0.0000004 }], '2026-01-03')
 
       const all = await app.inject({ url: '/api/v1/usage' })
       t.equal(all.statusCode, 200)
