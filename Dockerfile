@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Gleaner: one image for the service and for the fake model server of local stacks.
-# No build step: tsx (a production dependency) runs the TypeScript sources directly.
+# The service runs src/ compiled to dist/ by scripts/build.ts (esbuild, well under a second),
+# as npm start does; the CLIs (migrations, keys) run the TypeScript through tsx.
 #   docker build -t gleaner .                    runtime image (default, last stage)
 #   docker build --target check -t gleaner:check .   typecheck inside the full dependency tree
 
@@ -26,8 +27,9 @@ ENV HOST=0.0.0.0 \
     NODE_ENV=production \
     DATA_DIR=/data
 # A heap limit makes V8 collect early instead of growing lazily: peak RSS while a 100k
-# backlog drains falls from ~420 MB to ~275 MB for ~12% less drain throughput (npm run
-# bench, row 7b). Live data stays far below it: the queue holds ids and batches are bounded.
+# backlog drains falls from 289-298 MB to 203 MB on PostgreSQL (npm run bench, rows 7 and
+# 7b, 2026-12-07; drain throughput within run-to-run noise). Live data stays far below the
+# limit: the queue holds ids and batches are bounded.
 # Override with -e NODE_OPTIONS=... if your instances are sized differently.
 ENV NODE_OPTIONS="--max-old-space-size=448 --max-semi-space-size=32"
 WORKDIR /app
@@ -38,6 +40,8 @@ COPY tsconfig.json drizzle.config.ts ./
 COPY src/ ./src/
 COPY migrations/ ./migrations/
 COPY loadtest/fake-model-server.ts ./loadtest/fake-model-server.ts
+COPY scripts/ ./scripts/
+RUN node --import tsx scripts/build.ts
 # The embedded database (PGlite, used when DATABASE_URL is unset) lives here; the only
 # place the service writes.
 RUN mkdir -p /data && chown node:node /data
@@ -48,4 +52,4 @@ EXPOSE 3000
 # worker is stuck, so an orchestrator restarts a wedged process.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/health',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--import", "tsx", "src/server.ts"]
+CMD ["node", "dist/server.js"]

@@ -4,8 +4,10 @@
 // machine. Readiness then asks the address who answers: the instance id (or pid) must be
 // the one this bench gave the child it started.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { buildDist } from '../../scripts/build.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -41,12 +43,18 @@ let seq = 0
  * Starts `script` and resolves once it listens and answers as itself. `identify` reads the
  * readiness response: who answered. The child is killed if it does not get there.
  */
-export async function startProc(script: string, env: Record<string, string>, probe: { path: string; identify: (body: unknown) => Who }): Promise<Proc> {
+export async function startProc(
+  script: string,
+  env: Record<string, string>,
+  probe: { path: string; identify: (body: unknown) => Who },
+  nodeFlags: readonly string[] = []
+): Promise<Proc> {
   const instanceId = `bench-${process.pid}-${++seq}`
   const childEnv = { PATH: process.env.PATH ?? '', ...(process.env.NODE_OPTIONS ? { NODE_OPTIONS: process.env.NODE_OPTIONS } : {}), ...env, PORT: '0', INSTANCE_ID: instanceId }
   // BENCH_CPU_PROF=dir profiles every server started (node refuses --cpu-prof in NODE_OPTIONS)
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
-  const args = [...prof, '--import', 'tsx', script]
+  // compiled JavaScript runs as it is; TypeScript through the tsx loader
+  const args = [...prof, ...nodeFlags, ...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script]
   const stdio: ['ignore', 'ignore', 'inherit', 'ipc'] = ['ignore', 'ignore', 'inherit', 'ipc']
   const child = pinned
     ? spawn('taskset', ['-c', SERVER_CORE, process.execPath, ...args], { cwd: ROOT, env: childEnv, stdio })
@@ -146,7 +154,36 @@ const SERVER_ENV = {
   BACKLOG_HARD_LIMIT: '100000000'
 }
 
-export const startServer = (env: Record<string, string>) =>
-  startProc('src/server.ts', { ...SERVER_ENV, ...env }, { path: '/health', identify: (b) => ({ instance_id: (b as { instance_id?: string }).instance_id }) })
+/**
+ * The server as `npm start` runs it: src/ compiled (scripts/build.ts), here into a folder
+ * of this bench process's own, built once and removed when it exits.
+ */
+const BUILD_DIR = `.build-bench-${process.pid}`
+let built: Promise<void> | undefined
+function buildOnce(): Promise<void> {
+  if (!built) {
+    process.once('exit', () => rmSync(`${ROOT}${BUILD_DIR}`, { recursive: true, force: true }))
+    built = buildDist(`${ROOT}${BUILD_DIR}`)
+  }
+  return built
+}
+
+/** The node flags of package.json's start script (`node <flags> dist/server.js`), which the bench runs with too. */
+export const START_FLAGS: readonly string[] = (() => {
+  const start: string = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')).scripts.start
+  const words = start.trim().split(/\s+/)
+  if (words[0] !== 'node' || words.at(-1) !== 'dist/server.js') throw new Error(`package.json's start script is not "node [flags] dist/server.js": ${start}`)
+  return words.slice(1, -1)
+})()
+
+export async function startServer(env: Record<string, string>) {
+  await buildOnce()
+  return startProc(
+    `${BUILD_DIR}/server.js`,
+    { ...SERVER_ENV, ...env },
+    { path: '/health', identify: (b) => ({ instance_id: (b as { instance_id?: string }).instance_id }) },
+    START_FLAGS
+  )
+}
 
 export const startBareFastify = () => startProc('loadtest/bare-fastify.ts', {}, { path: '/', identify: (b) => ({ pid: (b as { pid?: number }).pid }) })

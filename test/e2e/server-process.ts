@@ -39,10 +39,11 @@ export interface ServerProcess {
  * Starts a server process and resolves once /health/ready answers 200. The environment is
  * only what is given (plus PATH): nothing leaks in from the test runner's.
  */
-export async function startServer(t: T, env: Record<string, string>, { readyTimeoutMs = WAIT_LIMIT_MS } = {}): Promise<ServerProcess> {
+export async function startServer(t: T, env: Record<string, string>, { readyTimeoutMs = WAIT_LIMIT_MS, script = 'src/server.ts' } = {}): Promise<ServerProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort()
   const instanceId = env.INSTANCE_ID ?? `e2e-${port}`
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+  // `script`: compiled JavaScript (as npm start runs it) or TypeScript through tsx
+  const child = spawn(process.execPath, [...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', AUTH: 'off', ...env, PORT: String(port), INSTANCE_ID: instanceId },
     stdio: ['ignore', 'pipe', 'pipe']
