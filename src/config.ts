@@ -53,7 +53,7 @@ export const ConfigSchema = Type.Object({
   PGLITE_WASM_TIERING: Type.Union([Type.Literal('baseline'), Type.Literal('optimizing')], {
     default: 'baseline',
     description:
-      "how V8 compiles the embedded database's WebAssembly: baseline (Liftoff only) keeps ~45 MB less resident and opens faster; optimizing (V8's default, TurboFan for hot code) drains ~15% faster on PGlite. Process-wide; PostgreSQL back ends are unaffected"
+      "how V8 compiles the embedded database's WebAssembly: baseline (Liftoff only) keeps ~45 MB less resident and opens faster; optimizing (V8's default, TurboFan for hot code) drains ~14% faster on PGlite. Process-wide; PostgreSQL back ends are unaffected"
   }),
   DB_POOL_MAX: Int(10, 1, 200, 'pg pool size; 10 covers ingest plus the worker on a small machine'),
   DB_STATEMENT_TIMEOUT_MS: Int(15_000, 0, 600_000, 'server-side cap per statement, so a stuck query frees its connection'),
