@@ -10,6 +10,8 @@
 //   DRAIN_N (50000)          backlog size
 //   DRAIN_ANALYZER (local)   local | model (the fake model server at DRAIN_MODEL_LATENCY_MS)
 //   DRAIN_BATCH (100), DRAIN_CONCURRENCY (2)   the model's batch and concurrency; REDACT_PII passes through
+//   DRAIN_ROLLUPS (on)       off disables the rollup trigger for the drain, to price it (the
+//                            run's rollups are then wrong, and the database is dropped anyway)
 import { sql } from 'drizzle-orm'
 import type { Database } from '../src/db/client.ts'
 import { cpuMs, postgresCpuMs, postmasterPid } from './bench/cpu.ts'
@@ -24,6 +26,8 @@ const MODEL_LATENCY_MS = Number(process.env.DRAIN_MODEL_LATENCY_MS ?? 300)
 // bench:peers sends 20 a model call at concurrency 8: DRAIN_BATCH=20 DRAIN_CONCURRENCY=8 reproduces it
 const MODEL_BATCH = process.env.DRAIN_BATCH ?? '100'
 const MODEL_CONCURRENCY = process.env.DRAIN_CONCURRENCY ?? '2'
+const ROLLUPS = process.env.DRAIN_ROLLUPS ?? 'on'
+if (ROLLUPS !== 'on' && ROLLUPS !== 'off') throw new Error(`DRAIN_ROLLUPS is on or off, not ${ROLLUPS}`)
 const log = (...a: unknown[]) => console.error('[drain]', ...a)
 
 const count = async (db: Database) => Number((await db.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM insights`))[0]!.n)
@@ -57,6 +61,7 @@ async function main() {
             log(`no statement figures (${(err as Error).message}); start PostgreSQL with shared_preload_libraries=pg_stat_statements`)
             return false
           })
+        if (ROLLUPS === 'off') await db.query(sql`ALTER TABLE insights DISABLE TRIGGER insights_rollup_insert`)
         await db.query(sql`CHECKPOINT`)
         const pm = await postmasterPid(db)
         const [settings] = await db.query<{ fsync: string; sc: string }>(sql`SELECT current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc`)
