@@ -7,7 +7,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { buildDist } from '../../scripts/build.ts'
+import { buildDist, nodeArgsFor } from '../../scripts/build.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -53,8 +53,7 @@ export async function startProc(
   const childEnv = { PATH: process.env.PATH ?? '', ...(process.env.NODE_OPTIONS ? { NODE_OPTIONS: process.env.NODE_OPTIONS } : {}), ...env, PORT: '0', INSTANCE_ID: instanceId }
   // BENCH_CPU_PROF=dir profiles every server started (node refuses --cpu-prof in NODE_OPTIONS)
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
-  // compiled JavaScript runs as it is; TypeScript through the tsx loader
-  const args = [...prof, ...nodeFlags, ...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script]
+  const args = [...prof, ...nodeFlags, ...nodeArgsFor(script)]
   const stdio: ['ignore', 'ignore', 'inherit', 'ipc'] = ['ignore', 'ignore', 'inherit', 'ipc']
   const child = pinned
     ? spawn('taskset', ['-c', SERVER_CORE, process.execPath, ...args], { cwd: ROOT, env: childEnv, stdio })

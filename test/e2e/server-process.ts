@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import pg from 'pg'
+import { nodeArgsFor } from '../../scripts/build.ts'
 import { CONVERSATION_STATUSES_SQL } from '../../src/db/conversations.ts'
 import { WAIT_LIMIT_MS, waitFor } from '../helper.ts'
 
@@ -43,7 +44,7 @@ export async function startServer(t: T, env: Record<string, string>, { readyTime
   const port = env.PORT ? Number(env.PORT) : await freePort()
   const instanceId = env.INSTANCE_ID ?? `e2e-${port}`
   // `script`: compiled JavaScript (as npm start runs it) or TypeScript through tsx
-  const child = spawn(process.execPath, [...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script], {
+  const child = spawn(process.execPath, nodeArgsFor(script), {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', AUTH: 'off', ...env, PORT: String(port), INSTANCE_ID: instanceId },
     stdio: ['ignore', 'pipe', 'pipe']
