@@ -69,13 +69,25 @@ export function prefilter(messages: Message[], opts: PrefilterOptions): Prefilte
   const userTexts = messages.filter((m) => CUSTOMER_ROLES.has(m.role)).map((m) => m.content)
   if (userTexts.length === 0) return { skip: true, reason: 'no_user_message' }
 
-  const raw = userTexts.join(' ')
   // the link and address patterns backtrack: only run them where they can match
-  const hasLink = raw.includes('http') || raw.includes('www.')
-  const withoutLinks = withoutEmails(hasLink ? raw.replace(URL_RE, ' ') : raw)
-  const words = withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u).filter((w) => HAS_WORD_CHAR_RE.test(w))
-  if (words.length === 0) {
-    return HAS_URL_RE.test(raw) ? { skip: true, reason: 'links_only' } : { skip: true, reason: 'too_short' }
+  const hasLinkIn = (t: string) => t.includes('http') || t.includes('www.')
+  const hasLink = userTexts.some(hasLinkIn)
+  // Words message by message, stopping once there are enough: a message boundary is a space
+  // in the joined text, so the words are the same as the joined text's; most conversations
+  // pass on their first message, and the rest of the transcript is never tokenised.
+  let wordCount = 0
+  let chars = -1 // length of the words joined by spaces
+  for (const t of userTexts) {
+    const withoutLinks = withoutEmails(hasLinkIn(t) ? t.replace(URL_RE, ' ') : t)
+    for (const w of withoutLinks.replace(PUNCT_RE, ' ').toLowerCase().split(/\s+/u)) {
+      if (!HAS_WORD_CHAR_RE.test(w)) continue
+      wordCount++
+      chars += w.length + 1
+    }
+    if (wordCount > 0 && wordCount >= opts.minUserWords && chars >= opts.minUserChars) break
+  }
+  if (wordCount === 0) {
+    return userTexts.some((t) => HAS_URL_RE.test(t)) ? { skip: true, reason: 'links_only' } : { skip: true, reason: 'too_short' }
   }
   // every user message is a greeting/thanks/… alone → nothing to learn from
   // a message much longer than every boilerplate phrase cannot be one: skip normalising it
@@ -86,7 +98,6 @@ export function prefilter(messages: Message[], opts: PrefilterOptions): Prefilte
     return norm === '' || opts.boilerplate.has(norm)
   })
   if (allBoilerplate) return { skip: true, reason: 'boilerplate_only' }
-  const chars = words.join(' ').length
-  if (chars < opts.minUserChars || words.length < opts.minUserWords) return { skip: true, reason: 'too_short' }
+  if (chars < opts.minUserChars || wordCount < opts.minUserWords) return { skip: true, reason: 'too_short' }
   return { skip: false }
 }

@@ -109,3 +109,13 @@ t.test(
     t.same(prefilter([user('👨‍👩‍👧 👨‍👩‍👧 👨‍👩‍👧 👨‍👩‍👧')], defaults), { skip: true, reason: 'too_short' }, 'family ZWJ sequences')
   }
 )
+
+t.test('words are counted across the customer’s messages, wherever the threshold is reached', async (t) => {
+  const opts = options({ minUserWords: 4, minUserChars: 0 })
+  t.same(prefilter([user('refund please'), assistant('Sure, which order?'), user('order late')], opts), { skip: false }, 'two and two make four')
+  t.same(prefilter([user('refund please'), user('late')], opts), { skip: true, reason: 'too_short' }, 'three are too few')
+  t.same(prefilter([user('https://example.com/x'), user('?!')], options({ minUserWords: 0, minUserChars: 0 })), { skip: true, reason: 'links_only' }, 'no word in any message')
+  t.same(prefilter([user('?!'), user('refund')], options({ minUserWords: 0, minUserChars: 0 })), { skip: false }, 'a word in a later message counts even when no threshold is set')
+  t.same(prefilter([user('ab cd'), user('ef')], options({ minUserWords: 0, minUserChars: 8 })), { skip: false }, 'characters joined by spaces: "ab cd ef" is 8')
+  t.same(prefilter([user('ab cd'), user('e')], options({ minUserWords: 0, minUserChars: 8 })), { skip: true, reason: 'too_short' }, '"ab cd e" is 7')
+})
