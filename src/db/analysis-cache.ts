@@ -13,7 +13,7 @@ export interface CacheEntry {
 /** `now` (ms since the epoch) decides expiry on both sides: injectable so tests need not wait for a TTL. */
 export function analysisCacheRepository(database: Database, now: () => number = Date.now) {
   return {
-    // hand-written with unnest, like the other per-batch statements: drizzle's builder maps
+    // hand-written, like the other per-batch statements: drizzle's builder maps
     // every value on the worker's hot path
     async getMany(keys: string[]): Promise<Map<string, { insight: InsightFields; expiresAt: Date }>> {
       if (keys.length === 0) return new Map()
@@ -44,14 +44,12 @@ export function analysisCacheRepository(database: Database, now: () => number = 
         name: 'cache',
         text: (p) =>
           `INSERT INTO analysis_cache (key, model, prompt_version, insight, expires_at)
-           SELECT u.key, u.model, u.prompt_version, u.insight::jsonb, ${p(5)}::timestamptz
-           FROM unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::text[]) AS u(key, model, prompt_version, insight)
+           SELECT u.key, u.model, u.prompt_version, u.insight, ${p(2)}::timestamptz
+           FROM jsonb_to_recordset(${p(1)}::jsonb) AS u(key text, model text, prompt_version text, insight jsonb)
            ON CONFLICT (key) DO UPDATE SET insight = excluded.insight, expires_at = excluded.expires_at, created_at = now()`,
+        // one JSON document, as the store statement's rows: the insights are JSON already
         params: [
-          unique.map((e) => e.key),
-          unique.map((e) => e.model),
-          unique.map((e) => e.promptVersion),
-          unique.map((e) => JSON.stringify(e.insight)),
+          JSON.stringify(unique.map((e) => ({ key: e.key, model: e.model, prompt_version: e.promptVersion, insight: e.insight }))),
           new Date(now() + ttlSeconds * 1000)
         ]
       }

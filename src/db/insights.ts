@@ -48,28 +48,29 @@ export interface Cursor {
  * The store statement: queue rows out, insights in, and the stored ids announced to every
  * instance's live streams (NOTIFY, delivered at commit), in one round trip. Hand-written
  * rather than drizzle's insert(): the builder's per-value mapping was a fifth of the
- * worker's CPU at the local analyzer's rate. Topics travel as one JSON array per insight
- * (unnest cannot take a ragged array of arrays).
+ * worker's CPU at the local analyzer's rate. The rows travel as one JSON document
+ * (jsonb_to_recordset), as ingest's do: no array literal built and escaped per column in the
+ * driver, one JSON parse in PostgreSQL, and topics stay the JSON arrays they are.
  */
 const STORE_INSIGHTS = `
   WITH v AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float4[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::text[], $11::text[], $12::bool[], $13::int[], $14::int[], $15::float8[])
-      AS v(id, source, sentiment, score, topics, intent, urgency, summary, language, model, prompt_version, cached, input_tokens, output_tokens, cost_usd)
+    SELECT * FROM jsonb_to_recordset($1::jsonb)
+      AS v(id uuid, source text, sentiment text, score float4, topics jsonb, intent text, urgency text, summary text, language text,
+           model text, prompt_version text, cached bool, input_tokens int, output_tokens int, cost_usd float8)
   ), done AS (
     DELETE FROM conversation_queue q USING v
-    WHERE q.conversation_id = v.id AND q.state = ${statusLiteral('processing')} AND q.lease_owner = $16
+    WHERE q.conversation_id = v.id AND q.state = ${statusLiteral('processing')} AND q.lease_owner = $2
     RETURNING q.conversation_id, q.attempts
   ), ins AS (
     INSERT INTO insights (conversation_id, source, sentiment, sentiment_score, topics, intent, urgency, summary, language,
                           model, prompt_version, cached, input_tokens, output_tokens, cost_usd, attempts, created_at)
-    SELECT v.id, v.source, v.sentiment, v.score, ARRAY(SELECT jsonb_array_elements_text(v.topics::jsonb)), v.intent, v.urgency,
-           v.summary, v.language, v.model, v.prompt_version, v.cached, v.input_tokens, v.output_tokens, v.cost_usd, done.attempts, $17
+    SELECT v.id, v.source, v.sentiment, v.score, ARRAY(SELECT jsonb_array_elements_text(v.topics)), v.intent, v.urgency,
+           v.summary, v.language, v.model, v.prompt_version, v.cached, v.input_tokens, v.output_tokens, v.cost_usd, done.attempts, $3
     FROM v JOIN done ON done.conversation_id = v.id
     ON CONFLICT (conversation_id) DO NOTHING
     RETURNING conversation_id
   ), announced AS (
-    SELECT pg_notify($18, string_agg(conversation_id::text, ',')) FROM (
+    SELECT pg_notify($4, string_agg(conversation_id::text, ',')) FROM (
       SELECT conversation_id, (row_number() OVER () - 1) / ${IDS_PER_NOTIFY} AS chunk FROM ins) AS x
     GROUP BY chunk
   )
@@ -78,7 +79,7 @@ const STORE_INSIGHTS = `
 const STORE_SELECT = `
   -- the scalar subquery makes the announcement run (a CTE nobody reads is not evaluated)
   SELECT conversation_id AS id, (SELECT count(*) FROM announced) AS notifications FROM ins`
-const STORE_PARAMS = 18
+const STORE_PARAMS = 4
 
 /** An insight row as row_to_json spells it (snake_case, timestamps as text) → the row type. */
 export function insightFromJson(r: Record<string, unknown>): InsightRow {
@@ -138,21 +139,25 @@ export function insightsRepository(database: Database) {
       const rows = await database.raw<{ id: string }>(
         STORE_INSIGHTS + carried.ctes + STORE_SELECT,
         [
-          items.map((i) => i.conversationId),
-          items.map((i) => i.source),
-          items.map((i) => i.sentiment),
-          items.map((i) => i.sentiment_score),
-          items.map((i) => JSON.stringify(i.topics)),
-          items.map((i) => i.intent),
-          items.map((i) => i.urgency),
-          items.map((i) => i.summary),
-          items.map((i) => i.language),
-          items.map((i) => i.model),
-          items.map((i) => i.promptVersion),
-          items.map((i) => i.cached),
-          items.map((i) => i.inputTokens),
-          items.map((i) => i.outputTokens),
-          items.map((i) => i.costUsd),
+          JSON.stringify(
+            items.map((i) => ({
+              id: i.conversationId,
+              source: i.source,
+              sentiment: i.sentiment,
+              score: i.sentiment_score,
+              topics: i.topics,
+              intent: i.intent,
+              urgency: i.urgency,
+              summary: i.summary,
+              language: i.language,
+              model: i.model,
+              prompt_version: i.promptVersion,
+              cached: i.cached,
+              input_tokens: i.inputTokens,
+              output_tokens: i.outputTokens,
+              cost_usd: i.costUsd
+            }))
+          ),
           owner,
           now,
           INSIGHTS_CHANNEL,
