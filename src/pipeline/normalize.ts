@@ -38,18 +38,38 @@ export const cacheKey = (hash: string, model: string, promptVersion: string) => 
  * remove the first, replace the second with U+FFFD, so such input is stored instead of
  * failing with a 500.
  */
+const needsRepair = (s: string) => s.includes('\u0000') || !s.isWellFormed()
+
 export function storableText(s: string): string {
+  if (!needsRepair(s)) return s
   const noNul = s.includes('\u0000') ? s.replaceAll('\u0000', '') : s
   return noNul.isWellFormed() ? noNul : noNul.toWellFormed()
 }
 
-/** Deep copy of JSON metadata with every string (keys too) made storable. */
+/** Whether any string of a JSON value (keys too) is not storable as it is. Walks, allocates nothing. */
+function hasUnstorable(v: unknown): boolean {
+  if (typeof v === 'string') return needsRepair(v)
+  if (Array.isArray(v)) return v.some(hasUnstorable)
+  if (v && typeof v === 'object') {
+    for (const k in v) if (needsRepair(k) || hasUnstorable((v as Record<string, unknown>)[k])) return true
+  }
+  return false
+}
+
+/**
+ * JSON metadata with every string (keys too) made storable: the value itself when all of it
+ * already is (nearly always; ingest used to copy every metadata object), else a deep copy.
+ */
 export function storableJson(v: unknown): unknown {
+  return hasUnstorable(v) ? repairedJson(v) : v
+}
+
+function repairedJson(v: unknown): unknown {
   if (typeof v === 'string') return storableText(v)
-  if (Array.isArray(v)) return v.map(storableJson)
+  if (Array.isArray(v)) return v.map(repairedJson)
   if (v && typeof v === 'object') {
     const out: Record<string, unknown> = {}
-    for (const [k, val] of Object.entries(v)) out[storableText(k)] = storableJson(val)
+    for (const [k, val] of Object.entries(v)) out[storableText(k)] = repairedJson(val)
     return out
   }
   return v

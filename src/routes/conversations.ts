@@ -63,11 +63,12 @@ const conversationsRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async
   }
 
   const toRow = (c: ConversationIn, producer: string): NewConversation => {
-    const messages: Message[] = c.messages.map((m) => ({
-      role: m.role as Message['role'],
-      content: storableText(m.content),
-      ...(m.at !== undefined ? { at: m.at } : {})
-    }))
+    // the parsed body's own objects (the schema let through role, content and at only),
+    // copied only where the content had to be made storable
+    const messages = c.messages.map((m) => {
+      const content = storableText(m.content)
+      return content === m.content ? m : { ...m, content }
+    }) as Message[]
     const verdict = prefilter(messages, pipeline.prefilter)
     return {
       producer,

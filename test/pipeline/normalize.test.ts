@@ -95,3 +95,10 @@ t.test('storableJson returns a copy and does not change its input', async (t) =>
   t.same(input, { a: ['b\u0000'] })
   t.not(out.a, input.a)
 })
+
+t.test('storableJson hands back storable metadata itself, and repairs a value found deep or in a key only', async (t) => {
+  const clean = { plan: 'pro', tags: ['a', { b: 'c' }], n: 1 }
+  t.equal(storableJson(clean), clean, 'nothing to repair: no copy')
+  t.same(storableJson({ a: { b: [{ c: 'x\u0000' }] } }), { a: { b: [{ c: 'x' }] } }, 'a NUL four levels down')
+  t.same(storableJson({ ok: 1, 'bad\uD800': 2 }), { ok: 1, 'bad\uFFFD': 2 }, 'only a key needs it')
+})
