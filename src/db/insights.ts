@@ -288,6 +288,13 @@ interface Scan {
   since: Date
   until: Date
   sign: 1 | -1
+  /**
+   * The UTC day the scan lies in, when it lies in one (every scan of a split by days): then
+   * its rows are grouped without computing each one's day, a hash aggregate over a few
+   * dozen groups instead of a sort of every row by a computed text (173 → 37 ms over
+   * 100,000 insights).
+   */
+  day?: string
 }
 
 /**
@@ -306,23 +313,25 @@ function splitByDays(range: Range): { days?: { from?: string; to?: string }; sca
   if (since && !isMidnight(since)) {
     const start = midnightOnOrBefore(since)
     const next = new Date(start.getTime() + DAY_MS)
-    if (until && until <= next) return { scans: since < until ? [{ since, until, sign: 1 }] : [] }
+    const day = dayOf(start)
+    if (until && until <= next) return { scans: since < until ? [{ since, until, sign: 1, day }] : [] }
     if (next.getTime() - since.getTime() > DAY_MS / 2) {
-      scans.push({ since: start, until: since, sign: -1 })
+      scans.push({ since: start, until: since, sign: -1, day })
       since = start
     } else {
-      scans.push({ since, until: next, sign: 1 })
+      scans.push({ since, until: next, sign: 1, day })
       since = next
     }
   }
   if (until && !isMidnight(until)) {
     const start = midnightOnOrBefore(until)
     const next = new Date(start.getTime() + DAY_MS)
+    const day = dayOf(start)
     if (until.getTime() - start.getTime() > DAY_MS / 2) {
-      scans.push({ since: until, until: next, sign: -1 })
+      scans.push({ since: until, until: next, sign: -1, day })
       until = next
     } else {
-      scans.push({ since: start, until, sign: 1 })
+      scans.push({ since: start, until, sign: 1, day })
       until = start
     }
   }
@@ -385,10 +394,13 @@ function countRows(f: InsightFilters, range: Range): SQL {
       ...insightOnlyFilters(f, sql`prompt_version`),
       sql`created_at >= ${s.since}`,
       sql`created_at < ${s.until}`,
-      ...(f.topic !== undefined ? [sql`topics @> ARRAY[${f.topic}]::text[]`] : [])
+      // `= ANY`, not `@>`: the GIN index cannot serve it, so the planner reads the bounded
+      // slice of time through a created_at index; with `@>` it ANDed in a bitmap of every
+      // insight of the month with that topic (2.1M rows at 20M, 162 of a 188 ms statement)
+      ...(f.topic !== undefined ? [sql`${f.topic} = ANY(topics)`] : [])
     ]
-    parts.push(sql`SELECT ${utcDay} AS day, source, sentiment, urgency, count(*) * ${s.sign}::int AS n, sum(sentiment_score::float8) * ${s.sign}::int AS score_sum
-      FROM insights WHERE ${conj(where)} GROUP BY 1, 2, 3, 4`)
+    parts.push(sql`SELECT ${s.day === undefined ? utcDay : sql`${s.day}::text`} AS day, source, sentiment, urgency, count(*) * ${s.sign}::int AS n, sum(sentiment_score::float8) * ${s.sign}::int AS score_sum
+      FROM insights WHERE ${conj(where)} GROUP BY ${s.day === undefined ? sql`1, ` : sql``}2, 3, 4`)
   }
   // an empty range still yields a well-typed empty row set
   if (parts.length === 0) parts.push(sql`SELECT NULL::text AS day, NULL::text AS source, NULL::text AS sentiment, NULL::text AS urgency, 0::bigint AS n, 0::float8 AS score_sum WHERE false`)

@@ -13,6 +13,14 @@ const CONNECT_TIMEOUT_MS = 5_000
 const IDLE_TIMEOUT_MS = 30_000
 /** A LISTEN connection that dropped (a database restart) is opened again after this pause. */
 const LISTEN_RETRY_MS = 1_000
+/**
+ * Session settings sent when each connection starts. jit off: PostgreSQL compiles a plan
+ * whose estimated cost passes jit_above_cost with LLVM, and for Gleaner's statements the
+ * compilation is the statement: a summary's partial-day count at 20,000,000 insights took
+ * 117 ms, 93 of them JIT (37 ms without). None of our statements runs long enough to win
+ * the compile back.
+ */
+const SESSION_OPTIONS = '-c jit=off'
 
 export async function openPostgres(config: Config, logger: Logger): Promise<OpenedBackend> {
   const { default: pg } = await import('pg')
@@ -22,6 +30,7 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
     max: config.DB_POOL_MAX,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     statement_timeout: config.DB_STATEMENT_TIMEOUT_MS || undefined,
+    options: SESSION_OPTIONS,
     idleTimeoutMillis: IDLE_TIMEOUT_MS,
     application_name: `gleaner:${config.INSTANCE_ID}`.slice(0, 63)
   })
@@ -32,6 +41,7 @@ export async function openPostgres(config: Config, logger: Logger): Promise<Open
     max: config.DB_READ_POOL_MAX,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     statement_timeout: config.DB_READ_STATEMENT_TIMEOUT_MS || undefined,
+    options: SESSION_OPTIONS,
     idleTimeoutMillis: IDLE_TIMEOUT_MS,
     application_name: `gleaner-reads:${config.INSTANCE_ID}`.slice(0, 63)
   })

@@ -3,6 +3,7 @@
 // read cut by the timeout (SQLSTATE 57014) is a 503 with Retry-After, never a 500.
 // A lock on the insights table and its rollups makes the reads wait for as long as the test wants.
 
+import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import t from 'tap'
 import { request } from 'undici'
@@ -86,4 +87,13 @@ t.test('reads waiting on every analytical connection leave ingest its connection
     statuses.every((s) => s === 200 || s === 503),
     `queued reads are served or refused with 503, never a 500 (${statuses.join(',')})`
   )
+})
+
+t.test('both pools run with JIT off: compiling a plan cost more than running any of our statements', { skip }, async (t) => {
+  const env = await backendEnv(t, 'postgres')
+  const app = await buildTestApp(t, { ...env, WORKER_ENABLED: 'false' })
+  const jitOf = async (database: typeof app.database) => (await database.query<{ jit: string }>(sql`SHOW jit`))[0]?.jit
+  t.equal(await jitOf(app.database), 'off', 'the pool of ingest and the worker')
+  t.ok(app.database.analytics, 'PostgreSQL has a separate read pool')
+  t.equal(await jitOf(app.database.analytics!), 'off', 'the read pool')
 })
