@@ -12,22 +12,31 @@
 //                         it already holds the rows, so the same fill serves a before and an
 //                         after run (the after run applies newer migrations, backfills included)
 //   SCALE_RUNS (7)        timed requests per route (3 when a request takes over a second)
+//   SCALE_LAYOUT (monthly) where the fixture's rows live: `monthly`, one partition per month
+//                         as a database has them once it has run past a month boundary since
+//                         migration 0004 (ingest writes into this month's partition only);
+//                         `single`, all in the partition 0004 made for everything up to next
+//                         month, as an upgraded database has them until that boundary
 //
 // Run it on a durable PostgreSQL (fsync and synchronous_commit on): a throwaway one with
 // fsync off hides every commit's cost.
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import pino from 'pino'
 import { request } from 'undici'
 import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config.ts'
-import { openDatabase } from '../src/db/client.ts'
+import { type Database, openDatabase } from '../src/db/client.ts'
+import { monthStart, PARTITIONED_TABLES, partitionsRepository, uuidAt } from '../src/db/partitions.ts'
 import { COMMON_TOPICS, INTENTS, SENTIMENTS, URGENCIES } from '../src/domain.ts'
 import { conversationFor } from './workload.ts'
 
 const ROWS = Number(process.env.SCALE_ROWS ?? 5_000_000)
-const DB_NAME = process.env.SCALE_DB ?? `gleaner_scale_${ROWS}`
+const LAYOUT = process.env.SCALE_LAYOUT ?? 'monthly'
+if (LAYOUT !== 'monthly' && LAYOUT !== 'single') throw new Error(`SCALE_LAYOUT is monthly or single, not ${LAYOUT}`)
+const DB_NAME = process.env.SCALE_DB ?? `gleaner_scale_${ROWS}${LAYOUT === 'single' ? '_single' : ''}`
 const RUNS = Number(process.env.SCALE_RUNS ?? 7)
 /** Rows per fill statement: quick, and small enough that one chunk's transaction stays modest. */
 const FILL_CHUNK = 100_000
@@ -91,7 +100,12 @@ async function fill(url: string): Promise<{ migrateMs: number; fillMs: number | 
   const t0 = performance.now()
   const database = await openDatabase(config, pino({ level: 'silent' })) // applies migrations (and their backfills)
   const migrateMs = performance.now() - t0
-  await database.close()
+  const newest = new Date()
+  try {
+    if (LAYOUT === 'monthly') await monthlyLayout(database, newest.getTime())
+  } finally {
+    await database.close()
+  }
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   try {
@@ -101,7 +115,6 @@ async function fill(url: string): Promise<{ migrateMs: number; fillMs: number | 
       return { migrateMs, fillMs: null }
     }
     const t1 = performance.now()
-    const newest = new Date()
     for (let first = have; first < ROWS; first += FILL_CHUNK) {
       const count = Math.min(FILL_CHUNK, ROWS - first)
       await client.query(FILL_SQL, [first, count, newest.toISOString(), ROWS, SOURCES, [...COMMON_TOPICS], [...INTENTS], [...URGENCIES], [...SENTIMENTS]])
@@ -112,6 +125,29 @@ async function fill(url: string): Promise<{ migrateMs: number; fillMs: number | 
   } finally {
     await client.end()
   }
+}
+
+/**
+ * On a database with no rows yet, the partition migration 0004 made for everything up to next
+ * month ends where the fixture's span begins instead, and the product's own maintenance step
+ * makes the months from there on: the layout of a database that has run past a month
+ * boundary since it migrated. Detaching and attaching an empty table costs no scan.
+ */
+async function monthlyLayout(database: Database, newestMs: number) {
+  const repo = partitionsRepository(database)
+  const parts = await repo.list()
+  if (parts.length !== PARTITIONED_TABLES.length || parts.some((p) => p.from !== null)) return // laid out already
+  const [{ n } = { n: 1 }] = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM conversations`)
+  if (n > 0) return // a single-partition fill already began here: keep it as it is
+  const firstMonth = monthStart(newestMs - SPAN_DAYS * 86_400_000)
+  await database.transaction(async (tx) => {
+    for (const p of parts) {
+      await database.query(sql.raw(`ALTER TABLE "${p.table}" DETACH PARTITION "${p.name}"`), tx)
+      await database.query(sql.raw(`ALTER TABLE "${p.table}" ATTACH PARTITION "${p.name}" FOR VALUES FROM (MINVALUE) TO ('${uuidAt(firstMonth)}')`), tx)
+    }
+  })
+  const made = await repo.ensureAhead(newestMs, 1)
+  log(`monthly layout: ${made.join(', ')}`)
 }
 
 const median = (xs: number[]) => {
@@ -151,6 +187,44 @@ async function ingestMedians(atSizeUrl: string, emptyUrl: string): Promise<{ atS
     return { atSize: median(times[0]!), empty: median(times[1]!) }
   } finally {
     await Promise.all(apps.map((a) => a.close()))
+  }
+}
+
+/** Distinct heap pages per row among the newest `n` conversations of `partition`: 1 when every row went to a page of its own. */
+async function pagesPerRow(client: pg.Client, partition: string, n: number): Promise<number> {
+  const { rows } = await client.query(
+    `SELECT count(DISTINCT (ctid::text::point)[0])::float8 / count(*) AS r FROM (SELECT ctid FROM ${partition} ORDER BY id DESC LIMIT ${n}) AS x`
+  )
+  return Number(rows[0].r)
+}
+
+/**
+ * The fill's one VACUUM left a gap in every page of the partition ingest writes to (the
+ * fill's rows are larger than a producer's), and the free space map sends each new row to the
+ * next such page: one page read, and after a checkpoint one full-page image in the WAL, per
+ * row. A live table's inserts fill the gaps each autovacuum records as they come. This adds
+ * as many conversations as the partition has pages, through the batch route, so a second
+ * timing shows ingest once the gaps are used; it reports how scattered each run's rows were.
+ */
+async function fillGaps(url: string): Promise<{ partition: string; pages: number; rowsAdded: number; blocksPerRowBefore: number }> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', AUTH: 'off', WORKER_ENABLED: 'false', RATE_LIMIT_ANONYMOUS: '10000000' }))
+  try {
+    const partition = String((await client.query('SELECT tableoid::regclass::text AS p FROM conversations ORDER BY id DESC LIMIT 1')).rows[0].p)
+    const blocksPerRowBefore = await pagesPerRow(client, partition, INGEST_BATCHES * 100)
+    const pages = Number((await client.query('SELECT pg_relation_size($1::regclass) / 8192 AS n', [partition])).rows[0].n)
+    // ids apart from the timed runs' (Date.now() * 1000 onward): never answered as duplicates
+    let seq = 5e15 + Date.now()
+    for (let added = 0; added < pages; added += 1000) {
+      const payload = { conversations: Array.from({ length: 1000 }, () => conversationFor(++seq, { externalId: true })) }
+      const res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload })
+      if (res.statusCode !== 207) throw new Error(`ingest answered ${res.statusCode}`)
+    }
+    return { partition, pages, rowsAdded: Math.ceil(pages / 1000) * 1000, blocksPerRowBefore }
+  } finally {
+    await app.close()
+    await client.end()
   }
 }
 
@@ -252,27 +326,49 @@ async function main() {
   const startMs = await startupMs(url)
   log('start-up with the worker', Math.round(startMs), 'ms')
   const empty = await emptyDatabase()
-  const { atSize, empty: onEmpty } = await ingestMedians(url, empty.url).finally(() => empty.drop())
-  log('ingest of 100, median ms: at size', atSize, 'empty', onEmpty)
+  const { first, gaps, afterGaps } = await (async () => {
+    const first = await ingestMedians(url, empty.url)
+    log('ingest of 100, median ms: at size', first.atSize, 'empty', first.empty)
+    const gaps = await fillGaps(url)
+    log('gaps filled', gaps)
+    const afterGaps = await ingestMedians(url, empty.url)
+    log('ingest of 100 once the gaps are used, median ms: at size', afterGaps.atSize, 'empty', afterGaps.empty)
+    const c = new pg.Client({ connectionString: url })
+    await c.connect()
+    const blocksPerRowAfter = await pagesPerRow(c, gaps.partition, INGEST_BATCHES * 100).finally(() => c.end())
+    return { first, gaps: { ...gaps, blocksPerRowAfter }, afterGaps }
+  })().finally(() => empty.drop())
+  const { atSize, empty: onEmpty } = first
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   const bytes = Number((await client.query('SELECT pg_database_size(current_database()) AS b')).rows[0].b)
+  // what ingest writes beside: the rows of the partition this month's ids land in
+  const sharing = Number(
+    (await client.query(`SELECT count(*) AS n FROM conversations WHERE id >= $1::uuid`, [uuidAt(LAYOUT === 'monthly' ? monthStart(Date.now()) : 0)])).rows[0].n
+  )
   await client.end()
   const report = {
     rows: ROWS,
     database: DB_NAME,
+    layout: LAYOUT,
     migrate_ms: Math.round(migrateMs),
     fill_ms: fillMs === null ? null : Math.round(fillMs),
     bytes_per_conversation: Math.round(bytes / ROWS),
     startup_with_worker_ms: Math.round(startMs),
+    rows_in_ingest_partition: sharing,
     ingest_batch_of_100_ms: { at_size: Math.round(atSize * 10) / 10, empty: Math.round(onEmpty * 10) / 10 },
+    gaps,
+    ingest_batch_of_100_ms_after_gaps: { at_size: Math.round(afterGaps.atSize * 10) / 10, empty: Math.round(afterGaps.empty * 10) / 10 },
     routes: results
   }
   console.log('| route | median ms | max ms | status |\n|---|---:|---:|---:|')
   for (const r of results) console.log(`| ${r.route} | ${r.median_ms} | ${r.max_ms} | ${r.status} |`)
   console.log(`\nmigrate ${report.migrate_ms} ms, fill ${report.fill_ms ?? 'reused'} ms, ${report.bytes_per_conversation} bytes per conversation`)
   console.log(`start-up with the worker ${report.startup_with_worker_ms} ms`)
-  console.log(`ingest, batch of 100 (median of ${INGEST_BATCHES}): ${report.ingest_batch_of_100_ms.at_size} ms at ${ROWS.toLocaleString('en-US')}, ${report.ingest_batch_of_100_ms.empty} ms on an empty database (${(atSize / onEmpty).toFixed(2)}x)`)
+  console.log(`ingest, batch of 100 (median of ${INGEST_BATCHES}): ${report.ingest_batch_of_100_ms.at_size} ms at ${ROWS.toLocaleString('en-US')}, ${report.ingest_batch_of_100_ms.empty} ms on an empty database (${(atSize / onEmpty).toFixed(2)}x), ${LAYOUT} layout, ${sharing.toLocaleString('en-US')} rows in the partition written to`)
+  console.log(
+    `ingest once the ${gaps.rowsAdded.toLocaleString('en-US')} rows that fill those gaps are in: ${report.ingest_batch_of_100_ms_after_gaps.at_size} ms at size, ${report.ingest_batch_of_100_ms_after_gaps.empty} ms empty (${(afterGaps.atSize / afterGaps.empty).toFixed(2)}x); the first run's rows went to ${gaps.blocksPerRowBefore.toFixed(2)} pages a row, the second's to ${gaps.blocksPerRowAfter.toFixed(2)}`
+  )
   const out = fileURLToPath(new URL(`./results/scale-${ROWS}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url))
   writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`)
   log(`wrote ${out}`)
