@@ -137,8 +137,8 @@ async function monthlyLayout(database: Database, newestMs: number) {
   const repo = partitionsRepository(database)
   const parts = await repo.list()
   if (parts.length !== PARTITIONED_TABLES.length || parts.some((p) => p.from !== null)) return // laid out already
-  const [{ n } = { n: 1 }] = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM conversations`)
-  if (n > 0) return // a single-partition fill already began here: keep it as it is
+  const [row] = await database.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM conversations`)
+  if (Number(row?.n) > 0) return // a single-partition fill already began here: keep it as it is
   const firstMonth = monthStart(newestMs - SPAN_DAYS * 86_400_000)
   await database.transaction(async (tx) => {
     for (const p of parts) {
@@ -206,13 +206,14 @@ async function pagesPerRow(client: pg.Client, partition: string, n: number): Pro
  * as many conversations as the partition has pages, through the batch route, so a second
  * timing shows ingest once the gaps are used; it reports how scattered each run's rows were.
  */
-async function fillGaps(url: string): Promise<{ partition: string; pages: number; rowsAdded: number; blocksPerRowBefore: number }> {
+async function fillGaps(url: string): Promise<{ partition: string; rows: number; pages: number; rowsAdded: number; blocksPerRowBefore: number }> {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', AUTH: 'off', WORKER_ENABLED: 'false', RATE_LIMIT_ANONYMOUS: '10000000' }))
   try {
     const partition = String((await client.query('SELECT tableoid::regclass::text AS p FROM conversations ORDER BY id DESC LIMIT 1')).rows[0].p)
     const blocksPerRowBefore = await pagesPerRow(client, partition, INGEST_BATCHES * 100)
+    const rows = Number((await client.query(`SELECT count(*) AS n FROM ${partition}`)).rows[0].n)
     const pages = Number((await client.query('SELECT pg_relation_size($1::regclass) / 8192 AS n', [partition])).rows[0].n)
     // ids apart from the timed runs' (Date.now() * 1000 onward): never answered as duplicates
     let seq = 5e15 + Date.now()
@@ -221,7 +222,7 @@ async function fillGaps(url: string): Promise<{ partition: string; pages: number
       const res = await app.inject({ method: 'POST', url: '/api/v1/conversations/batch', payload })
       if (res.statusCode !== 207) throw new Error(`ingest answered ${res.statusCode}`)
     }
-    return { partition, pages, rowsAdded: Math.ceil(pages / 1000) * 1000, blocksPerRowBefore }
+    return { partition, rows, pages, rowsAdded: Math.ceil(pages / 1000) * 1000, blocksPerRowBefore }
   } finally {
     await app.close()
     await client.end()
@@ -326,26 +327,24 @@ async function main() {
   const startMs = await startupMs(url)
   log('start-up with the worker', Math.round(startMs), 'ms')
   const empty = await emptyDatabase()
-  const { first, gaps, afterGaps } = await (async () => {
-    const first = await ingestMedians(url, empty.url)
-    log('ingest of 100, median ms: at size', first.atSize, 'empty', first.empty)
-    const gaps = await fillGaps(url)
-    log('gaps filled', gaps)
-    const afterGaps = await ingestMedians(url, empty.url)
-    log('ingest of 100 once the gaps are used, median ms: at size', afterGaps.atSize, 'empty', afterGaps.empty)
-    const c = new pg.Client({ connectionString: url })
-    await c.connect()
-    const blocksPerRowAfter = await pagesPerRow(c, gaps.partition, INGEST_BATCHES * 100).finally(() => c.end())
-    return { first, gaps: { ...gaps, blocksPerRowAfter }, afterGaps }
-  })().finally(() => empty.drop())
-  const { atSize, empty: onEmpty } = first
+  let first: Awaited<ReturnType<typeof ingestMedians>>
+  let afterGaps: typeof first
+  let gaps: Awaited<ReturnType<typeof fillGaps>> & { blocksPerRowAfter: number }
   const client = new pg.Client({ connectionString: url })
   await client.connect()
+  try {
+    first = await ingestMedians(url, empty.url)
+    log('ingest of 100, median ms: at size', first.atSize, 'empty', first.empty)
+    const filled = await fillGaps(url)
+    log('gaps filled', filled)
+    afterGaps = await ingestMedians(url, empty.url)
+    log('ingest of 100 once the gaps are used, median ms: at size', afterGaps.atSize, 'empty', afterGaps.empty)
+    gaps = { ...filled, blocksPerRowAfter: await pagesPerRow(client, filled.partition, INGEST_BATCHES * 100) }
+  } finally {
+    await empty.drop()
+  }
+  const { atSize, empty: onEmpty } = first
   const bytes = Number((await client.query('SELECT pg_database_size(current_database()) AS b')).rows[0].b)
-  // what ingest writes beside: the rows of the partition this month's ids land in
-  const sharing = Number(
-    (await client.query(`SELECT count(*) AS n FROM conversations WHERE id >= $1::uuid`, [uuidAt(LAYOUT === 'monthly' ? monthStart(Date.now()) : 0)])).rows[0].n
-  )
   await client.end()
   const report = {
     rows: ROWS,
@@ -355,7 +354,7 @@ async function main() {
     fill_ms: fillMs === null ? null : Math.round(fillMs),
     bytes_per_conversation: Math.round(bytes / ROWS),
     startup_with_worker_ms: Math.round(startMs),
-    rows_in_ingest_partition: sharing,
+    rows_in_ingest_partition: gaps.rows,
     ingest_batch_of_100_ms: { at_size: Math.round(atSize * 10) / 10, empty: Math.round(onEmpty * 10) / 10 },
     gaps,
     ingest_batch_of_100_ms_after_gaps: { at_size: Math.round(afterGaps.atSize * 10) / 10, empty: Math.round(afterGaps.empty * 10) / 10 },
@@ -365,7 +364,7 @@ async function main() {
   for (const r of results) console.log(`| ${r.route} | ${r.median_ms} | ${r.max_ms} | ${r.status} |`)
   console.log(`\nmigrate ${report.migrate_ms} ms, fill ${report.fill_ms ?? 'reused'} ms, ${report.bytes_per_conversation} bytes per conversation`)
   console.log(`start-up with the worker ${report.startup_with_worker_ms} ms`)
-  console.log(`ingest, batch of 100 (median of ${INGEST_BATCHES}): ${report.ingest_batch_of_100_ms.at_size} ms at ${ROWS.toLocaleString('en-US')}, ${report.ingest_batch_of_100_ms.empty} ms on an empty database (${(atSize / onEmpty).toFixed(2)}x), ${LAYOUT} layout, ${sharing.toLocaleString('en-US')} rows in the partition written to`)
+  console.log(`ingest, batch of 100 (median of ${INGEST_BATCHES}): ${report.ingest_batch_of_100_ms.at_size} ms at ${ROWS.toLocaleString('en-US')}, ${report.ingest_batch_of_100_ms.empty} ms on an empty database (${(atSize / onEmpty).toFixed(2)}x), ${LAYOUT} layout, ${gaps.rows.toLocaleString('en-US')} rows in the partition written to`)
   console.log(
     `ingest once the ${gaps.rowsAdded.toLocaleString('en-US')} rows that fill those gaps are in: ${report.ingest_batch_of_100_ms_after_gaps.at_size} ms at size, ${report.ingest_batch_of_100_ms_after_gaps.empty} ms empty (${(afterGaps.atSize / afterGaps.empty).toFixed(2)}x); the first run's rows went to ${gaps.blocksPerRowBefore.toFixed(2)} pages a row, the second's to ${gaps.blocksPerRowAfter.toFixed(2)}`
   )

@@ -1,8 +1,9 @@
 // API keys and their quotas. Only a sha256 of a key is stored; the key is shown once.
-import { hash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { and, desc, eq, isNull, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Scope, Tier } from '../domain.ts'
+import { sha256 } from '../pipeline/normalize.ts'
 import type { Database } from './client.ts'
 import { apiKeys, keyUsage } from './schema.ts'
 
@@ -19,8 +20,7 @@ export interface ApiKey {
 export const KEY_PREFIX = 'gln_'
 // 32 random bytes: far beyond guessing, and the prefix makes a leaked key easy to spot in scanners
 export const generateKey = () => `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`
-// every authenticated request hashes its key: the one-shot hash, half createHash's cost
-export const hashKey = (key: string) => hash('sha256', key, 'hex')
+export const hashKey = sha256
 
 /** "d:2026-11-26" and "m:2026-11": the UTC day and month a quota counts in. */
 export function quotaPeriods(now = new Date()) {

@@ -6,7 +6,7 @@ import { AGENT_ROLES, CUSTOMER_ROLES, type Message, type Role } from '../domain.
 // the customer and the business side; plumbing roles carry no signal and never change the hash
 const ANALYSED_ROLES: ReadonlySet<Role> = new Set([...CUSTOMER_ROLES, ...AGENT_ROLES])
 const ASCII_RE = /^\p{ASCII}*$/u
-// Every run of whitespace becomes one space. Spelled as "a run of two or more, or a single
+// Every run of whitespace becomes one space (here and in the prefilter's boilerplate match). Spelled as "a run of two or more, or a single
 // whitespace that is not a space" rather than /\s+/: same result, but the single spaces
 // between words (nearly every match of /\s+/) are left alone instead of each replaced by
 // a copy of itself, which made this the costliest step of the text hash. Linear: no
@@ -33,13 +33,13 @@ export const textHash = (messages: Message[]) => sha256(normalizeText(messages))
 /** The cache key also names the analyzer and prompt: a new prompt or model never reuses old answers. */
 export const cacheKey = (hash: string, model: string, promptVersion: string) => sha256(`${hash}\u0000${model}\u0000${promptVersion}`)
 
+const needsRepair = (s: string) => s.includes('\u0000') || !s.isWellFormed()
+
 /**
  * PostgreSQL cannot store NUL in text or jsonb, and rejects lone UTF-16 surrogates in JSON:
  * remove the first, replace the second with U+FFFD, so such input is stored instead of
  * failing with a 500.
  */
-const needsRepair = (s: string) => s.includes('\u0000') || !s.isWellFormed()
-
 export function storableText(s: string): string {
   if (!needsRepair(s)) return s
   const noNul = s.includes('\u0000') ? s.replaceAll('\u0000', '') : s

@@ -1,6 +1,7 @@
 // Prefilter: a cheap judgement, before any analysis is paid for, of whether a conversation
 // carries enough of the customer's own words to be worth analysing.
 import { CUSTOMER_ROLES, type Message } from '../domain.ts'
+import { WHITESPACE_RUN_RE } from './normalize.ts'
 
 export type SkipReason = 'no_user_message' | 'too_short' | 'boilerplate_only' | 'links_only'
 export type PrefilterVerdict = { skip: false } | { skip: true; reason: SkipReason }
@@ -94,7 +95,7 @@ export function prefilter(messages: Message[], opts: PrefilterOptions): Prefilte
   const longest = longestPhrase(opts.boilerplate) * 2 + 16
   const allBoilerplate = userTexts.every((t) => {
     if (t.length > longest && !hasLink) return false
-    const norm = (hasLink ? t.replace(URL_RE, ' ') : t).replace(PUNCT_RE, ' ').toLowerCase().replace(/\s+/gu, ' ').trim()
+    const norm = (hasLink ? t.replace(URL_RE, ' ') : t).replace(PUNCT_RE, ' ').toLowerCase().replace(WHITESPACE_RUN_RE, ' ').trim()
     return norm === '' || opts.boilerplate.has(norm)
   })
   if (allBoilerplate) return { skip: true, reason: 'boilerplate_only' }
