@@ -3,7 +3,7 @@
 // each behind its own breaker, then the local analyzer when MODEL_FALLBACK_LOCAL=on).
 // It is an Analyzer itself, so the worker neither knows nor cares: its own breaker sees
 // a failure only when every endpoint failed.
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { Logger } from 'pino'
 import { type Config, parseModelFallbacks, parsePromptVariants } from '../config.ts'
 import type { Metrics } from '../metrics.ts'
@@ -39,7 +39,7 @@ interface Variant {
 
 /** A conversation's place in [0, 1): the first 32 bits of sha256(id). Stable across processes and restarts. */
 export function variantBucket(id: string): number {
-  return createHash('sha256').update(id).digest().readUInt32BE(0) / 2 ** 32
+  return hash('sha256', id, 'buffer').readUInt32BE(0) / 2 ** 32
 }
 
 export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyzer {
@@ -58,7 +58,11 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
       const name = v.name as PromptVersion
       return { name, version: promptFor(name, { summaryLanguage }).version, until: acc / total }
     })
+  // one variant (no PROMPT_VARIANTS, the usual case): no hash at all. The store and the
+  // worker ask a conversation's route several times each, a sha256 every time (bench:drain).
+  const sole = variants.length === 1 ? variants[0] : undefined
   const variantOf = (id: string): Variant => {
+    if (sole) return sole
     const b = variantBucket(id)
     return variants.find((v) => b < v.until) ?? variants[variants.length - 1]!
   }
@@ -197,12 +201,13 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
     if (items - ok - invalid > 0) metrics.variantItems.inc({ ...labels, outcome: 'failed' }, items - ok - invalid)
   }
 
+  const soleRoute: Route | undefined = sole && { model: primary.model, promptVersion: sole.version }
   return {
     model: primary.model,
     promptVersion: variants[0]!.version,
     billable: true,
     analyzeBatch,
-    routeOf: (id: string): Route => ({ model: primary.model, promptVersion: variantOf(id).version }),
+    routeOf: (id: string): Route => soleRoute ?? { model: primary.model, promptVersion: variantOf(id).version },
     endpoints: (): EndpointStatus[] => endpoints.map((e) => ({ name: e.name, model: e.model, state: e.breaker.state })),
     async ping(signal) {
       // ready when any endpoint answers: that one will take the batches
@@ -224,8 +229,9 @@ export function createModelRouter(config: Config, deps: ModelRouterDeps): Analyz
   }
 }
 
+/** Names who answered, unless the result already does. The spread last: see assembleOutcome (store.ts). */
 function tag(r: ItemResult, model: string, promptVersion: string): ItemResult {
-  return r.ok ? { ...r, model, promptVersion } : r
+  return r.ok ? { model, promptVersion, ...r } : r
 }
 
 /** Adds `u` into `total`, and its per-model split into total's when both keep one. */

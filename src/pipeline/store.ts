@@ -35,18 +35,23 @@ export function assembleOutcome(
 ): BatchOutcome {
   const outcome: BatchOutcome = { insights: [], fresh: [], failures: [] }
   const routeOf = (id: string) => analyzer.routeOf?.(id) ?? analyzer
-  const insight = (row: ClaimedConversation, fields: InsightFields, res?: Extract<ItemResult, { ok: true }>): NewInsight => ({
-    ...pickInsightFields(fields),
-    conversationId: row.id,
-    source: row.source,
-    // who actually answered (a fallback model, a prompt variant), else the route's
-    model: res?.model ?? routeOf(row.id).model,
-    promptVersion: res?.promptVersion ?? routeOf(row.id).promptVersion,
-    cached: !res,
-    inputTokens: res?.tokens.input ?? 0,
-    outputTokens: res?.tokens.output ?? 0,
-    costUsd: res?.cost_usd ?? 0
-  })
+  const insight = (row: ClaimedConversation, fields: InsightFields, res?: Extract<ItemResult, { ok: true }>): NewInsight => {
+    const route = routeOf(row.id)
+    // the spread last: on Node 20 each new key added after a spread costs ~0.6 µs (a
+    // literal built as `{ ...fields, conversationId, … }` took 9 µs a conversation, bench:drain)
+    return {
+      conversationId: row.id,
+      source: row.source,
+      // who actually answered (a fallback model, a prompt variant), else the route's
+      model: res?.model ?? route.model,
+      promptVersion: res?.promptVersion ?? route.promptVersion,
+      cached: !res,
+      inputTokens: res?.tokens.input ?? 0,
+      outputTokens: res?.tokens.output ?? 0,
+      costUsd: res?.cost_usd ?? 0,
+      ...pickInsightFields(fields)
+    }
+  }
   const byKey = new Map<string, { fields: InsightFields } | { failure: Omit<ItemFailure, 'row'> }>()
   for (const row of plan.leaders) {
     const key = plan.keyOf.get(row.id)!

@@ -49,7 +49,8 @@ export const csvHeader = (): string => stringify([], { ...CSV_OPTIONS, header: t
 /** CSV records (no header) for presented insights. */
 export function csvRecords(items: Insight[]): string {
   return stringify(
-    items.map((i) => ({ ...i, topics: i.topics.join(CSV_TOPIC_SEPARATOR), input_tokens: i.tokens.input, output_tokens: i.tokens.output })),
+    // new keys before the spread (see assembleOutcome in store.ts); topics replaces the array
+    items.map((i) => ({ input_tokens: i.tokens.input, output_tokens: i.tokens.output, ...i, topics: i.topics.join(CSV_TOPIC_SEPARATOR) })),
     CSV_OPTIONS
   )
 }
