@@ -3,6 +3,7 @@
 // contract's (docs/api.md, kept in step by test/docs/api.test.ts); label values are bounded
 // sets, never ids or raw URLs.
 import client from 'prom-client'
+import { LOOP_MONITOR_RESOLUTION_MS } from './pipeline/fair-share.ts'
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 const MODEL_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120]
@@ -11,7 +12,9 @@ const INSIGHT_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registry = new client.Registry()
   if (opts.defaultMetrics !== false) {
-    client.collectDefaultMetrics({ register: registry })
+    // one lag timer for both monitors, at the fair share's resolution: a second one at
+    // prom-client's default of 10 ms would wake the loop as often as before
+    client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: LOOP_MONITOR_RESOLUTION_MS })
     // prom-client names these gauges *_total, which promtool rejects as counters-in-disguise;
     // they carry nothing we alert on, so they are dropped rather than renamed.
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {

@@ -51,17 +51,20 @@ export async function postmasterPid(db: Database): Promise<number> {
  * each backend's last reading, so a pool that recycles a connection loses at most a tick.
  */
 export function databaseBackendsCpu(client: pg.Client, database: string) {
-  const seen = new Map<number, { first: number; last: number }>()
+  const seen = new Map<number, { first: number; last: number; type: string }>()
   let selfPid = -1
   const read = async (baseline: boolean) => {
     if (selfPid < 0) selfPid = Number((await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid)
-    const { rows } = await client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> $2', [database, selfPid])
-    for (const { pid } of rows) {
+    const { rows } = await client.query<{ pid: number; backend_type: string }>(
+      'SELECT pid, backend_type FROM pg_stat_activity WHERE datname = $1 AND pid <> $2',
+      [database, selfPid]
+    )
+    for (const { pid, backend_type } of rows) {
       const now = cpuMs(pid)
       const s = seen.get(pid)
       // a backend first met after the start began inside the window: all its CPU is the window's
       if (s) s.last = Math.max(s.last, now)
-      else seen.set(pid, { first: baseline ? now : 0, last: now })
+      else seen.set(pid, { first: baseline ? now : 0, last: now, type: backend_type })
     }
   }
   return {
@@ -71,6 +74,12 @@ export function databaseBackendsCpu(client: pg.Client, database: string) {
       return read(true)
     },
     sample: () => read(false),
-    totalMs: () => [...seen.values()].reduce((a, s) => a + s.last - s.first, 0)
+    totalMs: () => [...seen.values()].reduce((a, s) => a + s.last - s.first, 0),
+    /** the same CPU by backend type: what the system's own statements cost against autovacuum's work on its tables */
+    byTypeMs: () => {
+      const by: Record<string, number> = {}
+      for (const s of seen.values()) by[s.type] = (by[s.type] ?? 0) + s.last - s.first
+      return by
+    }
   }
 }

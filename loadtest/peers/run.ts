@@ -67,6 +67,8 @@ const SYSTEMS: System[] = [
 interface Cpu {
   serverMs: number
   pgMs: number
+  /** pgMs by backend type: client backends (the system's statements) and autovacuum workers */
+  pgByTypeMs: Record<string, number>
   redisMs: number
 }
 
@@ -128,7 +130,7 @@ async function measure(s: Proc, db: pg.Client, dbName: string, redis: Redis | nu
   sampling = false
   await sampler
   await backends.sample()
-  return { serverMs: cpuMs(s.pid) - s0, pgMs: backends.totalMs(), redisMs: redis ? (await redisCpuMs(redis)) - r0 : 0 }
+  return { serverMs: cpuMs(s.pid) - s0, pgMs: backends.totalMs(), pgByTypeMs: backends.byTypeMs(), redisMs: redis ? (await redisCpuMs(redis)) - r0 : 0 }
 }
 
 const insightCount = async (db: pg.Client) => Number((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM insights')).rows[0]!.n)
@@ -202,12 +204,15 @@ type Figures = Awaited<ReturnType<typeof runSystem>>
 const perUnit = (c: Cpu, n: number) => ({ server: c.serverMs / n, pg: c.pgMs / n, redis: c.redisMs / n, total: (c.serverMs + c.pgMs + c.redisMs) / n })
 const ms = (c: Cpu, n: number, redis: boolean) => {
   const p = perUnit(c, n)
-  return `**${p.total.toFixed(3)}** (${p.server.toFixed(3)} + ${p.pg.toFixed(3)}${redis ? ` + ${p.redis.toFixed(3)}` : ''})`
+  // autovacuum's share of PostgreSQL's CPU: whether it runs on a system's tables inside a
+  // window is chance, so a run's figure says whether it was counted
+  const av = (c.pgByTypeMs['autovacuum worker'] ?? 0) / n
+  return `**${p.total.toFixed(3)}** (${p.server.toFixed(3)} + ${p.pg.toFixed(3)}${av ? ` [av ${av.toFixed(3)}]` : ''}${redis ? ` + ${p.redis.toFixed(3)}` : ''})`
 }
 
 function table(results: Record<string, Figures>, date: string) {
   const lines = [
-    `bench:peers ${date.slice(0, 10)}: ${POSTS.toLocaleString('en-US')} measured POSTs, ${N.toLocaleString('en-US')} backlog; CPU ms, total (server + PostgreSQL [+ Redis])`,
+    `bench:peers ${date.slice(0, 10)}: ${POSTS.toLocaleString('en-US')} measured POSTs, ${N.toLocaleString('en-US')} backlog; CPU ms, total (server + PostgreSQL [of which autovacuum] [+ Redis])`,
     '',
     '| system | CPU per POST, worker off | CPU per conversation, local drain | CPU per conversation, fake model 300 ms | peak RSS: ingest / local / model |',
     '|---|---:|---:|---:|---:|'
