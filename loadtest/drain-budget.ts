@@ -12,6 +12,8 @@
 //   DRAIN_BATCH (100), DRAIN_CONCURRENCY (2)   the model's batch and concurrency; REDACT_PII passes through
 //   DRAIN_ROLLUPS (on)       off disables the rollup trigger for the drain, to price it (the
 //                            run's rollups are then wrong, and the database is dropped anyway)
+//   DRAIN_CACHE (on)         off runs without the analysis cache (CACHE_TTL_SECONDS=0), to price
+//                            its look-up and its rows
 import { sql } from 'drizzle-orm'
 import type { Database } from '../src/db/client.ts'
 import { cpuMs, postgresCpuMs, postmasterPid } from './bench/cpu.ts'
@@ -28,6 +30,9 @@ const MODEL_BATCH = process.env.DRAIN_BATCH ?? '100'
 const MODEL_CONCURRENCY = process.env.DRAIN_CONCURRENCY ?? '2'
 const ROLLUPS = process.env.DRAIN_ROLLUPS ?? 'on'
 if (ROLLUPS !== 'on' && ROLLUPS !== 'off') throw new Error(`DRAIN_ROLLUPS is on or off, not ${ROLLUPS}`)
+// DRAIN_CACHE=off: no analysis cache (CACHE_TTL_SECONDS=0), to read what its look-up and rows cost
+const CACHE = process.env.DRAIN_CACHE ?? 'on'
+if (CACHE !== 'on' && CACHE !== 'off') throw new Error(`DRAIN_CACHE is on or off, not ${CACHE}`)
 const log = (...a: unknown[]) => console.error('[drain]', ...a)
 
 const count = async (db: Database) => Number((await db.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM insights`))[0]!.n)
@@ -42,9 +47,12 @@ interface Statement {
 async function main() {
   if (!PG_ADMIN) throw new Error('bench:drain measures PostgreSQL: set DATABASE_URL to an admin URL')
   const fake = ANALYZER === 'model' ? await startFakeModelServer({ latencyMs: MODEL_LATENCY_MS, port: 0 }) : null
-  const env: Record<string, string> = fake
-    ? { MODEL_PROVIDER: 'openai-compatible', MODEL_BASE_URL: fake.url, MODEL_NAME: 'fake-1', BATCH_MAX: MODEL_BATCH, BATCH_INITIAL: MODEL_BATCH, WORKER_CONCURRENCY: MODEL_CONCURRENCY, ...(process.env.REDACT_PII ? { REDACT_PII: process.env.REDACT_PII } : {}) }
-    : {}
+  const env: Record<string, string> = {
+    ...(fake
+      ? { MODEL_PROVIDER: 'openai-compatible', MODEL_BASE_URL: fake.url, MODEL_NAME: 'fake-1', BATCH_MAX: MODEL_BATCH, BATCH_INITIAL: MODEL_BATCH, WORKER_CONCURRENCY: MODEL_CONCURRENCY, ...(process.env.REDACT_PII ? { REDACT_PII: process.env.REDACT_PII } : {}) }
+      : {}),
+    ...(CACHE === 'off' ? { CACHE_TTL_SECONDS: '0' } : {})
+  }
   try {
     await withTarget('budget', async (target) => {
       await withProc(
