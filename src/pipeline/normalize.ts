@@ -6,11 +6,12 @@ import { AGENT_ROLES, CUSTOMER_ROLES, type Message, type Role } from '../domain.
 // the customer and the business side; plumbing roles carry no signal and never change the hash
 const ANALYSED_ROLES: ReadonlySet<Role> = new Set([...CUSTOMER_ROLES, ...AGENT_ROLES])
 const ASCII_RE = /^\p{ASCII}*$/u
-// Every run of whitespace becomes one space (here and in the prefilter's boilerplate match). Spelled as "a run of two or more, or a single
-// whitespace that is not a space" rather than /\s+/: same result, but the single spaces
-// between words (nearly every match of /\s+/) are left alone instead of each replaced by
-// a copy of itself, which made this the costliest step of the text hash. Linear: no
-// nested quantifier, each alternative consumes what it matches.
+// Every run of whitespace becomes one space (here and in the prefilter's boilerplate match).
+// Spelled as "a run of two or more, or a single whitespace that is not a space" rather than
+// /\s+/: same result, but the single spaces between words (nearly every match of /\s+/) are
+// left alone instead of each replaced by a copy of itself, which made this the costliest
+// step of the text hash. Linear: no nested quantifier, each alternative consumes what it
+// matches.
 export const WHITESPACE_RUN_RE = /\s{2,}|[^\S ]/g
 
 export function normalizeText(messages: Message[]): string {
