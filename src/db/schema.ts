@@ -251,6 +251,10 @@ export const erasures = pgTable('erasures', {
   erased: integer('erased').notNull()
 })
 
+// UNLOGGED (migration 0005; drizzle has no word for it): the cache is derived data, so a crash
+// that empties it costs only model calls, and its rows write no WAL. With the fake model a
+// logged cache row was ~700 B of WAL and most of the cache's 0.05-0.07 ms a conversation
+// (loadtest/DRAIN-BUDGET.md). A streaming replica sees it empty; only the primary's worker reads it.
 export const analysisCache = pgTable(
   'analysis_cache',
   {
@@ -263,7 +267,9 @@ export const analysisCache = pgTable(
     createdAt: tstz('created_at').notNull().defaultNow(),
     expiresAt: tstz('expires_at').notNull()
   },
-  (t) => [index('analysis_cache_expires_idx').on(t.expiresAt)]
+  // BRIN, not btree: only the hourly purge reads expiry, and rows arrive in expiry order, so a
+  // few summary tuples a hundred pages serve it; a btree paid an index insert on every row.
+  (t) => [index('analysis_cache_expires_brin').using('brin', t.expiresAt).with({ autosummarize: 'on' })]
 )
 
 // Every field of the domain's insight is a column of the same name and type: a field added
