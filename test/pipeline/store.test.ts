@@ -1,5 +1,6 @@
 // The store stage: which insight each conversation of a batch gets and which fail (pure),
-// then the write on a real database: insights, statuses, the cache and the usage, in one statement.
+// then the write on a real database: insights, statuses, the cache and the usage, in one statement;
+// and the group commit of those statements (group-store.ts).
 import { sql } from 'drizzle-orm'
 import pino from 'pino'
 import t from 'tap'
@@ -11,6 +12,7 @@ import { insightsRepository } from '../../src/db/insights.ts'
 import { usageRepository } from '../../src/db/usage.ts'
 import type { InsightFields } from '../../src/domain.ts'
 import { AnalysisCache, type CachePlan } from '../../src/pipeline/cache.ts'
+import { ClaimGroup, GroupStore, mergeSpent } from '../../src/pipeline/group-store.ts'
 import { textHash } from '../../src/pipeline/normalize.ts'
 import { assembleOutcome, storeOutcome } from '../../src/pipeline/store.ts'
 import { testConfig } from '../helper.ts'
@@ -210,5 +212,148 @@ t.test('storeOutcome on a real database', async (t) => {
     t.equal(await insights.getByConversation(rows[0]!.id), null)
     t.equal((await cache.lookup(['k-fail'])).size, 0, 'neither in the table nor in memory')
     t.equal(await spentBy('model-f'), undefined)
+  })
+})
+
+t.test('ClaimGroup: the batches of one claim wait for one another before they store', async (t) => {
+  t.test('a batch waits until every sibling has arrived', async (t) => {
+    const group = new ClaimGroup(3)
+    const [a, b, c] = [group.member(), group.member(), group.member()]
+    let released = false
+    const waiting = a.arriveAndWait().then(() => {
+      released = true
+    })
+    b.arrive()
+    b.arrive() // twice counts once
+    await new Promise((r) => setImmediate(r))
+    t.equal(released, false, 'one sibling is still analysing')
+    c.arrive() // it failed: it stores nothing, but holds no one back
+    await waiting
+    t.ok(released)
+  })
+
+  t.test('a sibling that never arrives holds the others a tenth of their own time at most', async (t) => {
+    const group = new ClaimGroup(2, performance.now() - 50) // claimed 50 ms ago: waits up to 5 ms
+    await group.member().arriveAndWait() // resolves although the other never arrives
+    t.pass('released by the deadline')
+  })
+
+  t.test('a claim of one batch does not wait at all', async (t) => {
+    await new ClaimGroup(1).member().arriveAndWait()
+    t.pass()
+  })
+})
+
+t.test('mergeSpent: one usage row per model, summed', async (t) => {
+  const u = (model: string, calls: number) => ({ model, calls, input: calls * 10, output: calls, costUsd: calls / 100 })
+  t.same(mergeSpent([[u('a', 1), u('b', 2)], [], [u('a', 3)]]), [
+    { model: 'a', calls: 4, input: 40, output: 4, costUsd: 0.04 },
+    { model: 'b', calls: 2, input: 20, output: 2, costUsd: 0.02 }
+  ])
+})
+
+t.test('GroupStore on a real database', async (t) => {
+  const database = await openDatabase(testConfig({ DATA_DIR: 'memory://' }), pino({ level: 'silent' }))
+  t.teardown(() => database.close())
+  const conversations = conversationsRepository(database)
+  const realInsights = insightsRepository(database)
+  const usage = usageRepository(database)
+  const cacheRepo = analysisCacheRepository(database)
+  // the real repository, with each store statement's size recorded
+  const statements: number[] = []
+  const insights = {
+    ...realInsights,
+    storeMany: (items: Parameters<typeof realInsights.storeMany>[0], ...rest: [string, Parameters<typeof realInsights.storeMany>[2]?]) => {
+      statements.push(items.length)
+      return realInsights.storeMany(items, ...rest)
+    }
+  }
+  const spentBy = async (model: string) => (await usage.report()).find((r) => r.model === model)
+  let n = 0
+  const batch = async (size: number, owner = 'w1', key = (id: string) => `gk-${id}`) => {
+    const rows = Array.from({ length: size }, () => {
+      const messages = [{ role: 'user' as const, content: `Group ${n++} ${Math.random()}: refund please` }]
+      return { producer: '', source: 'web-chat', messages, textHash: textHash(messages), status: 'pending' as const }
+    })
+    await conversations.insertMany(rows)
+    const claimed = await conversations.claimOldest(size, owner, 60)
+    return assembleOutcome(
+      { keyOf: new Map(claimed.map((r) => [r.id, key(r.id)])), hits: [], leaders: claimed, followers: [] },
+      new Map(claimed.map((r) => [r.id, ok(r.id, `group ${r.id}`)])),
+      analyzer
+    )
+  }
+  const ids = (o: { insights: { conversationId: string }[] }) => o.insights.map((i) => i.conversationId).sort()
+  const turn = () => new Promise((resolve) => setImmediate(resolve))
+
+  t.beforeEach(() => {
+    statements.length = 0
+  })
+
+  t.test('batches that finish while a store is in flight share the next statement, and each learns its own ids', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 0 }), usage }, 'w1')
+    const [a, b, c] = [await batch(2), await batch(3), await batch(1)]
+    const spend = { model: 'model-g', calls: 1, input: 30, output: 10, costUsd: 0.001 }
+    const first = stores.store(a, [spend])
+    await turn() // its statement is in flight now
+    t.same(statements, [2])
+    const done = [first, stores.store(b, [spend]), stores.store(c, [spend])]
+    t.equal(stores.queued, 2, 'two wait while the first is written')
+    const [sa, sb, sc] = await Promise.all(done)
+    t.same(statements, [2, 4], 'the first alone, the two that waited together')
+    t.same([sa!.sort(), sb!.sort(), sc!.sort()], [ids(a), ids(b), ids(c)])
+    t.equal((await realInsights.getMany([...ids(a), ...ids(b), ...ids(c)])).length, 6)
+    t.match(await spentBy('model-g'), { calls: 3, inputTokens: 90, costUsd: 0.003 }, 'every batch’s spend booked once')
+  })
+
+  t.test('batches stored in one turn of the event loop share one statement (siblings of a claim)', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const batches = [await batch(2), await batch(2), await batch(1)]
+    const stored = await Promise.all(batches.map((o) => stores.store(o)))
+    t.same(statements, [5])
+    t.same(stored.map((s) => s.sort()), batches.map(ids))
+  })
+
+  t.test('a group stays under its insight limit: the batch that would pass it waits for the next statement', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1', 4)
+    const batches = [await batch(1), await batch(2), await batch(2), await batch(3)]
+    await Promise.all(batches.map((o) => stores.store(o)))
+    t.same(statements, [3, 2, 3], 'in order, each group as large as fits under four')
+  })
+
+  t.test('two batches that analysed the same text write its cache row once', async (t) => {
+    const cache = new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 0 })
+    const stores = new GroupStore({ insights, cache, usage }, 'w1')
+    const same = () => 'gk-shared-text'
+    const batches = [await batch(1), await batch(1, 'w1', same), await batch(1, 'w1', same)]
+    const stored = await Promise.all(batches.map((o) => stores.store(o)))
+    t.same(statements, [3], 'merged, although one statement may not upsert a key twice')
+    t.same(stored.map((s) => s.length), [1, 1, 1])
+    t.equal((await cache.lookup(['gk-shared-text'])).size, 1)
+  })
+
+  t.test('a group that fails is retried batch by batch: the bad batch fails alone, the others are stored', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const [first, good, bad] = [await batch(1), await batch(2), await batch(1)]
+    bad.insights[0]!.summary = null as unknown as string // NOT NULL: its statement fails
+    const spend = (model: string) => [{ model, calls: 1, input: 5, output: 1, costUsd: 0.01 }]
+    const results = await Promise.allSettled([stores.store(first), stores.store(good, spend('model-good')), stores.store(bad, spend('model-bad'))])
+    t.same(statements, [4, 1, 2, 1], 'the group, then each batch alone')
+    t.equal(results[0].status, 'fulfilled')
+    t.same(results[1].status === 'fulfilled' && results[1].value.sort(), ids(good))
+    t.equal(results[2].status, 'rejected', 'the bad batch learns its write failed (the worker then books its spend apart)')
+    t.equal(await realInsights.getByConversation(bad.insights[0]!.conversationId), null)
+    t.match(await spentBy('model-good'), { calls: 1 }, 'the good batch’s spend booked once, by its own retry')
+    t.equal(await spentBy('model-bad'), undefined, 'the failed batch’s spend not booked by the store')
+  })
+
+  t.test('a batch whose lease was lost is not stored; the batches beside it are', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const [first, lost, kept] = [await batch(1), await batch(1), await batch(2)]
+    await database.query(sql`UPDATE conversation_queue SET lease_owner = 'w2' WHERE conversation_id = ${lost.insights[0]!.conversationId}`)
+    const [, sLost, sKept] = await Promise.all([stores.store(first), stores.store(lost), stores.store(kept)])
+    t.same(statements, [4])
+    t.same(sLost, [])
+    t.same(sKept!.sort(), ids(kept))
   })
 })

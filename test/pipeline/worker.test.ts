@@ -10,7 +10,7 @@ import type { Analyzer } from '../../src/analyzers/analyzer.ts'
 import { createLocalAnalyzer } from '../../src/analyzers/local.ts'
 import { analysisCacheRepository } from '../../src/db/analysis-cache.ts'
 import { type ConversationsRepository, conversationsRepository } from '../../src/db/conversations.ts'
-import { insightsRepository } from '../../src/db/insights.ts'
+import { type InsightsRepository, insightsRepository } from '../../src/db/insights.ts'
 import { usageRepository } from '../../src/db/usage.ts'
 import { createMetrics } from '../../src/metrics.ts'
 import { AdaptiveBatchSize } from '../../src/pipeline/batch-size.ts'
@@ -32,6 +32,7 @@ async function handBuiltWorker(
   t: T,
   opts: {
     conversations?: (real: ConversationsRepository) => ConversationsRepository
+    insights?: (real: InsightsRepository) => InsightsRepository
     breaker?: CircuitBreaker
     analyzer?: (real: Analyzer) => Analyzer
     loopLagMs?: () => number
@@ -42,7 +43,8 @@ async function handBuiltWorker(
   t.teardown(() => database.close())
   const real = conversationsRepository(database)
   const conversations = opts.conversations ? opts.conversations(real) : real
-  const insights = insightsRepository(database)
+  const realInsights = insightsRepository(database)
+  const insights = opts.insights ? opts.insights(realInsights) : realInsights
   const usage = usageRepository(database)
   const local = createLocalAnalyzer()
   const analyzer = opts.analyzer ? opts.analyzer(local) : local
@@ -153,6 +155,93 @@ t.test('while the event loop is late, the worker runs one batch at a time (and s
   await worker.start()
   await waitFor(async () => (await insights.getMany(ids)).length === 60, { what: 'all analysed' })
   t.equal(most, 1, 'never two batches at once (WORKER_CONCURRENCY is 2)')
+})
+
+/** Wraps claimOldest to record how many rows each claim brought back. */
+const countingClaims = (sizes: number[]) => (real: ConversationsRepository): ConversationsRepository => ({
+  ...real,
+  async claimOldest(...args) {
+    const rows = await real.claimOldest(...args)
+    sizes.push(rows.length)
+    return rows
+  }
+})
+
+/** An analyzer that records the size of every batch it is handed. */
+const countingBatches = (sizes: number[]) => (real: Analyzer): Analyzer =>
+  Object.assign(Object.create(real) as Analyzer, {
+    analyzeBatch(...args: Parameters<Analyzer['analyzeBatch']>) {
+      sizes.push(args[0].length)
+      return real.analyzeBatch(...args)
+    }
+  })
+
+t.test('one claim fills every free slot: two batches of 10 from one statement (WORKER_CONCURRENCY 2)', async (t) => {
+  const claims: number[] = []
+  const batches: number[] = []
+  const { worker, insights, pending } = await handBuiltWorker(t, { conversations: countingClaims(claims), analyzer: countingBatches(batches) })
+  const ids = await pending(texts(20, 'slots'))
+  await worker.start()
+  await waitFor(async () => (await insights.getMany(ids)).length === 20, { what: 'all analysed' })
+  t.equal(claims[0], 20, 'the first claim took rows for both slots')
+  t.same(batches.slice(0, 2), [10, 10], 'and handed them out as two batches of the adaptive size')
+})
+
+t.test('the batches of one claim store in one statement, and claim again together', async (t) => {
+  const claims: number[] = []
+  const stores: number[] = []
+  // each batch's analysis is handed back only when its sibling's is done too, so the two end
+  // in the same turn whatever the machine's load (how long a batch waits for a sibling that
+  // is late is ClaimGroup's, tested in store.test.ts)
+  let done = 0
+  let bothDone: () => void = () => {}
+  let barrier = new Promise<void>((r) => {
+    bothDone = r
+  })
+  const { worker, insights, pending } = await handBuiltWorker(t, {
+    analyzer: (real) =>
+      Object.assign(Object.create(real) as Analyzer, {
+        async analyzeBatch(...args: Parameters<Analyzer['analyzeBatch']>) {
+          const result = await real.analyzeBatch(...args)
+          const mine = barrier
+          if (++done % 2 === 0) {
+            bothDone()
+            barrier = new Promise<void>((r) => {
+              bothDone = r
+            })
+          }
+          await mine
+          return result
+        }
+      }),
+    conversations: countingClaims(claims),
+    insights: (real) => ({
+      ...real,
+      storeMany(items, ...rest) {
+        stores.push(items.length)
+        return real.storeMany(items, ...rest)
+      }
+    })
+  })
+  const ids = await pending(texts(40, 'siblings'))
+  await worker.start()
+  await waitFor(async () => (await insights.getMany(ids)).length === 40, { what: 'all analysed' })
+  t.same(claims.slice(0, 2), [20, 20], 'two claims of two batches each')
+  t.same(stores, [20, 20], 'one store statement a claim')
+})
+
+t.test("an open circuit's probe claims one batch, not one for every free slot", async (t) => {
+  let now = 0
+  const breaker = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 30_000, now: () => now })
+  breaker.recordFailure()
+  now += 30_001 // the cooldown is over: the next batch is the probe
+  const claims: number[] = []
+  const { worker, insights, pending } = await handBuiltWorker(t, { breaker, conversations: countingClaims(claims) })
+  const ids = await pending(texts(20, 'probe'))
+  await worker.start()
+  await waitFor(async () => (await insights.getMany(ids)).length === 20, { what: 'all analysed after the probe' })
+  t.equal(claims[0], 10, 'the probe took one batch')
+  t.equal(breaker.state, 'closed', 'and closed the circuit')
 })
 
 t.test('a batch in flight longer than its lease keeps its claims: the heartbeat renews them', async (t) => {

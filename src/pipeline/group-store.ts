@@ -1,0 +1,178 @@
+// Group commit for the worker's store statements: one in flight per worker, and the batches
+// that finish while it runs go together in the next. Batches started together finish
+// together (a model's latency keeps them in step), and one statement each made them queue
+// on the same rollup rows and pay a commit, a plan and the rollup trigger's fixed cost
+// apiece; merged, each rollup row is written once per group, not once per batch.
+import type { UsageRow } from '../db/usage.ts'
+import { type BatchOutcome, type StoreDeps, storeOutcome } from './store.ts'
+
+/**
+ * Insights per merged statement at most: its JSON parameter stays well under a megabyte and
+ * a group's rollup upserts hold their row locks briefly. A single batch larger than this
+ * still goes alone.
+ */
+export const GROUP_MAX_INSIGHTS = 1000
+
+interface Waiting {
+  outcome: BatchOutcome
+  spent: readonly UsageRow[]
+  onWrite: (() => void) | undefined
+  resolve: (stored: string[]) => void
+  reject: (err: unknown) => void
+}
+
+/** Usage rows of several batches, one per model: one statement may not update a row twice. */
+export function mergeSpent(spent: readonly (readonly UsageRow[])[]): UsageRow[] {
+  const byModel = new Map<string, UsageRow>()
+  for (const rows of spent) {
+    for (const r of rows) {
+      const had = byModel.get(r.model)
+      byModel.set(
+        r.model,
+        had
+          ? { model: r.model, calls: had.calls + r.calls, input: had.input + r.input, output: had.output + r.output, costUsd: had.costUsd + r.costUsd }
+          : { ...r }
+      )
+    }
+  }
+  return [...byModel.values()]
+}
+
+export class GroupStore {
+  private readonly waiting: Waiting[] = []
+  private running = false
+
+  constructor(
+    private readonly deps: StoreDeps,
+    /** every batch of a group is this one owner's (a worker's claims), so one lease check serves them all */
+    private readonly owner: string,
+    private readonly maxInsights = GROUP_MAX_INSIGHTS
+  ) {}
+
+  /**
+   * What storeOutcome does for one batch, in a statement shared with the batches that finish
+   * meanwhile. Resolves with this batch's stored ids; rejects only if its own write failed:
+   * a group that fails is retried batch by batch (nothing of it was written), so one bad
+   * batch does not fail the others. The caller books `spent` itself when this rejects.
+   * `onWrite` runs when the statement carrying this batch is sent: the worker frees the
+   * batch's slot then, so the next claim overlaps this write, and a batch still waiting
+   * behind another group's write keeps its slot (what stops the waiting list growing when
+   * the database is slower than the analysis).
+   */
+  store(outcome: BatchOutcome, spent: readonly UsageRow[] = [], onWrite?: () => void): Promise<string[]> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ outcome, spent, onWrite, resolve, reject })
+      if (this.running) return
+      this.running = true
+      // the first write waits for the end of this turn: batches resuming together (siblings
+      // released by one ClaimGroup) all join it instead of the first going alone
+      setImmediate(() => void this.drain())
+    })
+  }
+
+  /** Batches waiting for the statement in flight to finish. */
+  get queued(): number {
+    return this.waiting.length
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.waiting.length) await this.write(this.takeGroup())
+    } finally {
+      this.running = false
+    }
+  }
+
+  private takeGroup(): Waiting[] {
+    const group = [this.waiting.shift()!]
+    let insights = group[0]!.outcome.insights.length
+    while (this.waiting.length && insights + this.waiting[0]!.outcome.insights.length <= this.maxInsights) {
+      const next = this.waiting.shift()!
+      insights += next.outcome.insights.length
+      group.push(next)
+    }
+    return group
+  }
+
+  private async write(group: Waiting[]): Promise<void> {
+    for (const w of group) w.onWrite?.()
+    if (group.length === 1) {
+      const [one] = group as [Waiting]
+      await storeOutcome(this.deps, one.outcome, this.owner, one.spent).then(one.resolve, one.reject)
+      return
+    }
+    const merged: BatchOutcome = {
+      insights: group.flatMap((w) => w.outcome.insights),
+      fresh: group.flatMap((w) => w.outcome.fresh),
+      failures: []
+    }
+    let stored: Set<string>
+    try {
+      stored = new Set(await storeOutcome(this.deps, merged, this.owner, mergeSpent(group.map((w) => w.spent))))
+    } catch {
+      // one statement: nothing of the group was written, so each batch may try alone
+      for (const w of group) await this.write([w])
+      return
+    }
+    for (const w of group) w.resolve(w.outcome.insights.filter((i) => stored.has(i.conversationId)).map((i) => i.conversationId))
+  }
+}
+
+/**
+ * How long a batch that reached the store waits for the batches claimed with it, as a share of
+ * its own time since the claim (a 300 ms model call waits up to 30 ms), and at most
+ * SIBLING_WAIT_MAX_MS: latency added is bounded by a tenth, while a sibling hung on its model
+ * call holds no one for long.
+ */
+export const SIBLING_WAIT_SHARE = 0.1
+export const SIBLING_WAIT_MAX_MS = 250
+
+/**
+ * The batches of one claim. They started together, so they finish together, and waiting for
+ * one another to store in one statement keeps them together: their slots free at once, and
+ * the next claim takes them all again. Without it, the first to finish went alone, freed one
+ * slot and was claimed for alone, and within a few rounds every batch was out of step with
+ * the rest (bench:drain, batches of 20 at concurrency 8: 48 store statements per 1,000
+ * conversations where 7 would do).
+ */
+export class ClaimGroup {
+  private outstanding: number
+  private readonly all: Promise<void>
+  private release: () => void = () => {}
+
+  constructor(
+    batches: number,
+    private readonly claimedAt = performance.now()
+  ) {
+    this.outstanding = batches
+    this.all = new Promise((resolve) => {
+      this.release = resolve
+    })
+    if (batches <= 1) this.release()
+  }
+
+  /** One batch's place in the group: it arrives once, whether it stores or fails. */
+  member(): { arrive(): void; arriveAndWait(): Promise<void> } {
+    let arrived = false
+    const arrive = () => {
+      if (arrived) return
+      arrived = true
+      if (--this.outstanding === 0) this.release()
+    }
+    return {
+      arrive,
+      // then waits for the rest of the claim, at most the share of its own time above
+      arriveAndWait: async () => {
+        arrive()
+        if (this.outstanding === 0) return
+        const waitMs = Math.min(SIBLING_WAIT_MAX_MS, (performance.now() - this.claimedAt) * SIBLING_WAIT_SHARE)
+        let timer: NodeJS.Timeout | undefined
+        const late = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, waitMs)
+        })
+        await Promise.race([this.all, late])
+        clearTimeout(timer)
+      }
+    }
+  }
+}
