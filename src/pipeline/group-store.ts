@@ -3,6 +3,7 @@
 // together (a model's latency keeps them in step), and one statement each made them queue
 // on the same rollup rows and pay a commit, a plan and the rollup trigger's fixed cost
 // apiece; merged, each rollup row is written once per group, not once per batch.
+import { isDataError } from '../db/errors.ts'
 import type { UsageRow } from '../db/usage.ts'
 import { type BatchOutcome, type StoreDeps, storeOutcome } from './store.ts'
 
@@ -38,6 +39,10 @@ export function mergeSpent(spent: readonly (readonly UsageRow[])[]): UsageRow[] 
   return [...byModel.values()]
 }
 
+/**
+ * A statement that hangs holds every batch of its worker, where it held one before:
+ * DB_STATEMENT_TIMEOUT_MS (15 s) bounds it, and /health reports the worker stuck meanwhile.
+ */
 export class GroupStore {
   private readonly waiting: Waiting[] = []
   private running = false
@@ -94,6 +99,14 @@ export class GroupStore {
     return group
   }
 
+  /**
+   * Rejects every batch still waiting (shutdown's abort): each then books its spend and hands
+   * its rows back itself, instead of writing after the worker has released its claims.
+   */
+  abort(reason: unknown): void {
+    for (const w of this.waiting.splice(0)) w.reject(reason)
+  }
+
   private async write(group: Waiting[]): Promise<void> {
     for (const w of group) w.onWrite?.()
     if (group.length === 1) {
@@ -101,20 +114,27 @@ export class GroupStore {
       await storeOutcome(this.deps, one.outcome, this.owner, one.spent).then(one.resolve, one.reject)
       return
     }
+    // a conversation in two batches (our lease ran out and we claimed it again) goes in once
+    const seen = new Set<string>()
     const merged: BatchOutcome = {
-      insights: group.flatMap((w) => w.outcome.insights),
+      insights: group.flatMap((w) => w.outcome.insights).filter((i) => !seen.has(i.conversationId) && seen.add(i.conversationId)),
       fresh: group.flatMap((w) => w.outcome.fresh),
       failures: []
     }
     let stored: Set<string>
     try {
       stored = new Set(await storeOutcome(this.deps, merged, this.owner, mergeSpent(group.map((w) => w.spent))))
-    } catch {
-      // one statement: nothing of the group was written, so each batch may try alone
-      for (const w of group) await this.write([w])
+    } catch (err) {
+      // Refused for what it carried: the group was rolled back, and each batch may try alone,
+      // so one bad batch fails only itself. Anything else (the database away, a timeout, a
+      // commit whose answer was lost) fails every batch at once, as their own statements
+      // would have: retrying one by one would wait out the same fault once a batch.
+      if (isDataError(err)) for (const w of group) await this.write([w])
+      else for (const w of group) w.reject(err)
       return
     }
-    for (const w of group) w.resolve(w.outcome.insights.filter((i) => stored.has(i.conversationId)).map((i) => i.conversationId))
+    // each stored id is told to the first batch that carried it
+    for (const w of group) w.resolve(w.outcome.insights.filter((i) => stored.delete(i.conversationId)).map((i) => i.conversationId))
   }
 }
 
@@ -126,6 +146,11 @@ export class GroupStore {
  */
 export const SIBLING_WAIT_SHARE = 0.1
 export const SIBLING_WAIT_MAX_MS = 250
+
+/** How long a batch `elapsedMs` after its claim waits for its siblings at most. */
+export function siblingWaitMs(elapsedMs: number): number {
+  return Math.min(SIBLING_WAIT_MAX_MS, Math.max(0, elapsedMs) * SIBLING_WAIT_SHARE)
+}
 
 /**
  * The batches of one claim. They started together, so they finish together, and waiting for
@@ -165,7 +190,7 @@ export class ClaimGroup {
       arriveAndWait: async () => {
         arrive()
         if (this.outstanding === 0) return
-        const waitMs = Math.min(SIBLING_WAIT_MAX_MS, (performance.now() - this.claimedAt) * SIBLING_WAIT_SHARE)
+        const waitMs = siblingWaitMs(performance.now() - this.claimedAt)
         let timer: NodeJS.Timeout | undefined
         const late = new Promise<void>((resolve) => {
           timer = setTimeout(resolve, waitMs)

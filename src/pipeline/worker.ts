@@ -173,6 +173,8 @@ export class Worker extends EventEmitter {
     if (timedOut) {
       this.log.warn({ in_flight: this.finishing.size }, 'shutdown timeout: aborting in-flight batches')
       this.abort.abort(new Error('shutting down'))
+      // batches waiting for the store hand their rows back too, not write after the release
+      this.stores.abort(new Error('shutting down'))
       await Promise.race([idle, new Promise((r) => setTimeout(r, ABORT_GRACE_MS).unref())])
     }
     clearInterval(this.renewTimer) // no batch is left to renew; release takes back everything
@@ -393,6 +395,14 @@ export class Worker extends EventEmitter {
     }
     // canRun() lets an open circuit whose cooldown is over run one probe batch: this one
     const probe = breaker.state === 'open'
+    if (probe && rows.length > size) {
+      // the circuit opened while a claim for several slots was in flight: probe with one batch
+      const extra = rows.splice(size).map((r) => r.id)
+      await this.d.conversations.releaseClaims(extra, this.owner).catch((err) => {
+        this.logReleaseError(this.log, err)
+        this.strand({ kind: 'claims', ids: extra, delayMs: 0 })
+      })
+    }
     if (!breaker.canRun()) {
       // another batch opened the circuit while this one was being claimed: hand the rows
       // back unused. If that fails too, their leases expire and the sweep takes them back.
@@ -414,10 +424,14 @@ export class Worker extends EventEmitter {
         .add(
           () =>
             new Promise<void>((slotFree) => {
-              const run = this.processBatch(batchId, batch, probe, member, slotFree).finally(() => {
-                slotFree()
-                this.finishing.delete(run)
-              })
+              const run = this.processBatch(batchId, batch, probe, member, slotFree)
+                // processBatch handles its own failures; this is a bug in that handling, and
+                // it must neither crash the process nor fail shutdown's wait for the batches
+                .catch((err) => this.log.error({ err, batch_id: batchId }, 'batch crashed'))
+                .finally(() => {
+                  slotFree()
+                  this.finishing.delete(run)
+                })
               this.finishing.add(run)
             })
         )
@@ -494,8 +508,11 @@ export class Worker extends EventEmitter {
 
       const outcome = assembleOutcome(plan, results, analyzer)
       await siblings.arriveAndWait()
-      flight.finishing = true
-      const stored = await this.stores.store(outcome, unbooked, slotFree)
+      const stored = await this.stores.store(outcome, unbooked, () => {
+        // from here its rows may be stored at any moment: a renewal that misses them is no loss
+        flight.finishing = true
+        slotFree()
+      })
       unbooked = []
       this.countStored(rows, outcome.insights, stored)
       if (outcome.failures.length) await this.releaseItemFailures(outcome.failures)

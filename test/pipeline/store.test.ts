@@ -12,7 +12,7 @@ import { insightsRepository } from '../../src/db/insights.ts'
 import { usageRepository } from '../../src/db/usage.ts'
 import type { InsightFields } from '../../src/domain.ts'
 import { AnalysisCache, type CachePlan } from '../../src/pipeline/cache.ts'
-import { ClaimGroup, GroupStore, mergeSpent } from '../../src/pipeline/group-store.ts'
+import { ClaimGroup, GroupStore, mergeSpent, siblingWaitMs } from '../../src/pipeline/group-store.ts'
 import { textHash } from '../../src/pipeline/normalize.ts'
 import { assembleOutcome, storeOutcome } from '../../src/pipeline/store.ts'
 import { testConfig } from '../helper.ts'
@@ -217,7 +217,7 @@ t.test('storeOutcome on a real database', async (t) => {
 
 t.test('ClaimGroup: the batches of one claim wait for one another before they store', async (t) => {
   t.test('a batch waits until every sibling has arrived', async (t) => {
-    const group = new ClaimGroup(3)
+    const group = new ClaimGroup(3, performance.now() - 10_000) // claimed long ago: waits up to the cap
     const [a, b, c] = [group.member(), group.member(), group.member()]
     let released = false
     const waiting = a.arriveAndWait().then(() => {
@@ -232,8 +232,11 @@ t.test('ClaimGroup: the batches of one claim wait for one another before they st
     t.ok(released)
   })
 
-  t.test('a sibling that never arrives holds the others a tenth of their own time at most', async (t) => {
-    const group = new ClaimGroup(2, performance.now() - 50) // claimed 50 ms ago: waits up to 5 ms
+  t.test('a sibling that never arrives holds the others a tenth of their own time, 250 ms at most', async (t) => {
+    t.equal(siblingWaitMs(300), 30, 'a 300 ms model call waits up to 30 ms')
+    t.equal(siblingWaitMs(60_000), 250, 'a minute-long call no more than the cap')
+    t.equal(siblingWaitMs(-1), 0)
+    const group = new ClaimGroup(2, performance.now() - 50)
     await group.member().arriveAndWait() // resolves although the other never arrives
     t.pass('released by the deadline')
   })
@@ -261,10 +264,16 @@ t.test('GroupStore on a real database', async (t) => {
   const cacheRepo = analysisCacheRepository(database)
   // the real repository, with each store statement's size recorded
   const statements: number[] = []
+  // while set, a statement waits for it before it goes to the database
+  let hold: Promise<void> | undefined
+  // while set, every statement fails with it before reaching the database
+  let failWith: Error | undefined
   const insights = {
     ...realInsights,
-    storeMany: (items: Parameters<typeof realInsights.storeMany>[0], ...rest: [string, Parameters<typeof realInsights.storeMany>[2]?]) => {
+    storeMany: async (items: Parameters<typeof realInsights.storeMany>[0], ...rest: [string, Parameters<typeof realInsights.storeMany>[2]?]) => {
       statements.push(items.length)
+      await hold
+      if (failWith) throw failWith
       return realInsights.storeMany(items, ...rest)
     }
   }
@@ -294,11 +303,20 @@ t.test('GroupStore on a real database', async (t) => {
     const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 0 }), usage }, 'w1')
     const [a, b, c] = [await batch(2), await batch(3), await batch(1)]
     const spend = { model: 'model-g', calls: 1, input: 30, output: 10, costUsd: 0.001 }
+    let release: () => void = () => {}
+    hold = new Promise((r) => {
+      release = r
+    })
+    t.teardown(() => {
+      hold = undefined
+    })
     const first = stores.store(a, [spend])
-    await turn() // its statement is in flight now
-    t.same(statements, [2])
+    await turn() // its statement is in flight now, held until released
     const done = [first, stores.store(b, [spend]), stores.store(c, [spend])]
-    t.equal(stores.queued, 2, 'two wait while the first is written')
+    await turn()
+    t.same(statements, [2], 'b and c wait while a is written')
+    t.equal(stores.queued, 2)
+    release()
     const [sa, sb, sc] = await Promise.all(done)
     t.same(statements, [2, 4], 'the first alone, the two that waited together')
     t.same([sa!.sort(), sb!.sort(), sc!.sort()], [ids(a), ids(b), ids(c)])
@@ -312,6 +330,29 @@ t.test('GroupStore on a real database', async (t) => {
     const stored = await Promise.all(batches.map((o) => stores.store(o)))
     t.same(statements, [5])
     t.same(stored.map((s) => s.sort()), batches.map(ids))
+  })
+
+  t.test('each batch hears when the statement carrying it is sent, not before: one waiting behind a write keeps its slot', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const [a, b] = [await batch(1), await batch(1)]
+    const sent: string[] = []
+    let release: () => void = () => {}
+    hold = new Promise((r) => {
+      release = r
+    })
+    t.teardown(() => {
+      hold = undefined
+    })
+    const first = stores.store(a, [], () => sent.push('a'))
+    t.same(sent, [], 'nothing sent within the turn that queued it')
+    await turn()
+    t.same(sent, ['a'])
+    const second = stores.store(b, [], () => sent.push('b'))
+    await turn()
+    t.same(sent, ['a'], 'b waits while a is written')
+    release()
+    await Promise.all([first, second])
+    t.same(sent, ['a', 'b'])
   })
 
   t.test('a group stays under its insight limit: the batch that would pass it waits for the next statement', async (t) => {
@@ -345,6 +386,52 @@ t.test('GroupStore on a real database', async (t) => {
     t.equal(await realInsights.getByConversation(bad.insights[0]!.conversationId), null)
     t.match(await spentBy('model-good'), { calls: 1 }, 'the good batch’s spend booked once, by its own retry')
     t.equal(await spentBy('model-bad'), undefined, 'the failed batch’s spend not booked by the store')
+  })
+
+  t.test('a group the database failed for another reason fails every batch at once, with no retries one by one', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const batches = [await batch(1), await batch(2)]
+    failWith = Object.assign(new Error('Connection terminated unexpectedly'), { code: '08006' })
+    t.teardown(() => {
+      failWith = undefined
+    })
+    const results = await Promise.allSettled(batches.map((o) => stores.store(o)))
+    t.same(
+      results.map((r) => r.status),
+      ['rejected', 'rejected']
+    )
+    t.same(statements, [3], 'one statement tried: each batch then books its spend and hands its rows back itself')
+  })
+
+  t.test('a conversation carried by two batches goes in once and is told to the first', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const a = await batch(2)
+    // our own lease ran out and we claimed the row again in a later batch
+    const again = { ...a, insights: [a.insights[1]!] }
+    const [sa, sAgain] = await Promise.all([stores.store(a), stores.store(again)])
+    t.same(statements, [2])
+    t.same(sa!.sort(), ids(a))
+    t.same(sAgain, [])
+  })
+
+  t.test('abort rejects the batches still waiting; the statement in flight goes on', async (t) => {
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1')
+    const [a, b] = [await batch(1), await batch(1)]
+    let release: () => void = () => {}
+    hold = new Promise((r) => {
+      release = r
+    })
+    t.teardown(() => {
+      hold = undefined
+    })
+    const first = stores.store(a)
+    await turn()
+    const second = stores.store(b)
+    stores.abort(new Error('shutting down'))
+    await t.rejects(second, /shutting down/)
+    release()
+    t.same(await first, ids(a))
+    t.same(statements, [1])
   })
 
   t.test('a batch whose lease was lost is not stored; the batches beside it are', async (t) => {
