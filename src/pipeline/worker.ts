@@ -104,6 +104,8 @@ export class Worker extends EventEmitter {
   private loopAlive = false
   private readonly batches: PQueue
   private readonly abort = new AbortController()
+  /** Aborted when stop() begins; a new one for every start. */
+  private stopping = new AbortController()
   private sweepTimer: NodeJS.Timeout | undefined
   private renewTimer: NodeJS.Timeout | undefined
   /**
@@ -138,6 +140,7 @@ export class Worker extends EventEmitter {
   async start(): Promise<void> {
     if (this.running) return
     this.running = true
+    this.stopping = new AbortController()
     if (this.d.exclusiveDatabase) await this.takeBackDeadClaims().catch((err) => this.log.warn({ err: { message: (err as Error).message } }, 'could not take back claims at start'))
     await this.sweep().catch((err) => this.log.warn({ err }, 'first sweep failed'))
     this.renewTimer = setInterval(() => void this.renewLeases(), (this.d.config.LEASE_SECONDS * 1000) / LEASE_RENEWALS_PER_LEASE)
@@ -164,6 +167,7 @@ export class Worker extends EventEmitter {
     this.running = false
     clearInterval(this.sweepTimer)
     this.d.queue.wake()
+    this.stopping.abort()
     await this.loopDone
     const idle = this.batches.onIdle().then(() => Promise.all(this.finishing))
     const timedOut = await Promise.race([
@@ -439,9 +443,21 @@ export class Worker extends EventEmitter {
     }
   }
 
-  /** Resolves a turn after a batch ends: batches of one group store ends free their slots together. */
+  /**
+   * Resolves a turn after a slot frees (the batches of one group free theirs together), or
+   * when stop() begins: a loop parked here while every batch hangs on its model call must
+   * still end, or shutdown would never reach its timeout and abort them.
+   */
   private nextBatchDone(): Promise<void> {
-    return new Promise((resolve) => this.batches.once('next', () => setImmediate(resolve)))
+    return new Promise((resolve) => {
+      const done = () => {
+        this.batches.off('next', done)
+        this.stopping.signal.removeEventListener('abort', done)
+        setImmediate(resolve)
+      }
+      this.batches.on('next', done)
+      this.stopping.signal.addEventListener('abort', done)
+    })
   }
 
   private async claim(n: number): Promise<ClaimedConversation[]> {

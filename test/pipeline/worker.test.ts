@@ -36,9 +36,10 @@ async function handBuiltWorker(
     breaker?: CircuitBreaker
     analyzer?: (real: Analyzer) => Analyzer
     loopLagMs?: () => number
+    env?: Record<string, string>
   } = {}
 ) {
-  const config = testConfig({ DATA_DIR: 'memory://', INSTANCE_ID: 'hand-built' })
+  const config = testConfig({ DATA_DIR: 'memory://', INSTANCE_ID: 'hand-built', ...opts.env })
   const database = await openMemoryDatabase()
   t.teardown(() => database.close())
   const real = conversationsRepository(database)
@@ -214,6 +215,31 @@ t.test('a circuit that opens while a claim for several slots is in flight probes
   await waitFor(async () => (await insights.getMany(ids)).length === 20, { what: 'all analysed after the probe' })
   t.same(claims.slice(0, 2), [20, 10], 'the probe kept one batch; the other was handed back and claimed once the circuit closed')
   t.equal(breaker.state, 'closed')
+})
+
+t.test('stop() ends while every slot hangs on its model call: it aborts them after its timeout and hands their rows back', async (t) => {
+  let hung = 0
+  let allHung: () => void = () => {}
+  const bothHung = new Promise<void>((r) => {
+    allHung = r
+  })
+  const { worker, pending, real } = await handBuiltWorker(t, {
+    env: { SHUTDOWN_TIMEOUT_MS: '100' },
+    analyzer: (realAnalyzer) =>
+      Object.assign(Object.create(realAnalyzer) as Analyzer, {
+        // a call that never answers and gives up only when aborted
+        analyzeBatch: (_items: unknown, signal?: AbortSignal) =>
+          new Promise((_resolve, reject) => {
+            if (++hung === 2) allHung()
+            signal?.addEventListener('abort', () => reject(signal.reason))
+          })
+      })
+  })
+  const ids = await pending(texts(20, 'hung'))
+  await worker.start()
+  await bothHung // both slots taken: the loop is parked waiting for one to free
+  await worker.stop() // before the mend this never returned: the loop waited for a slot, shutdown for the loop
+  for (const id of ids) t.equal((await real.queueEntry(id))?.state, 'pending', 'handed back, not left claimed')
 })
 
 t.test('the batches of one claim store in one statement, and claim again together', async (t) => {
