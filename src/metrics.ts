@@ -204,6 +204,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: r
     }),
+    storeDuration: new client.Histogram({
+      name: 'gleaner_store_duration_seconds',
+      help: 'One store statement of the worker (insights, queue rows, cache and usage of the batches it carries), commit included',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers: r
+    }),
+    storeBatches: new client.Histogram({
+      name: 'gleaner_store_batches_per_statement',
+      help: 'Batches one store statement carries: the batches of one claim, and those that finished while the previous statement ran',
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers: r
+    }),
     claimsHeld: new client.Gauge({
       name: 'gleaner_worker_claims',
       help: 'Conversations this instance holds claims on: in_flight (in a batch, leases renewed) or stranded (the release failed; retried every sweep, never renewed)',

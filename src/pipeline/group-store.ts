@@ -51,7 +51,11 @@ export class GroupStore {
     private readonly deps: StoreDeps,
     /** every batch of a group is this one owner's (a worker's claims), so one lease check serves them all */
     private readonly owner: string,
-    private readonly maxInsights = GROUP_MAX_INSIGHTS
+    private readonly opts: {
+      maxInsights?: number
+      /** after each statement, successful or not: how many batches it carried, and how long it took */
+      observe?: (batches: number, seconds: number) => void
+    } = {}
   ) {}
 
   /**
@@ -91,7 +95,8 @@ export class GroupStore {
   private takeGroup(): Waiting[] {
     const group = [this.waiting.shift()!]
     let insights = group[0]!.outcome.insights.length
-    while (this.waiting.length && insights + this.waiting[0]!.outcome.insights.length <= this.maxInsights) {
+    const max = this.opts.maxInsights ?? GROUP_MAX_INSIGHTS
+    while (this.waiting.length && insights + this.waiting[0]!.outcome.insights.length <= max) {
       const next = this.waiting.shift()!
       insights += next.outcome.insights.length
       group.push(next)
@@ -107,11 +112,21 @@ export class GroupStore {
     for (const w of this.waiting.splice(0)) w.reject(reason)
   }
 
+  /** storeOutcome, observed */
+  private async statement(outcome: BatchOutcome, spent: readonly UsageRow[], batches: number): Promise<string[]> {
+    const started = performance.now()
+    try {
+      return await storeOutcome(this.deps, outcome, this.owner, spent)
+    } finally {
+      this.opts.observe?.(batches, (performance.now() - started) / 1000)
+    }
+  }
+
   private async write(group: Waiting[]): Promise<void> {
     for (const w of group) w.onWrite?.()
     if (group.length === 1) {
       const [one] = group as [Waiting]
-      await storeOutcome(this.deps, one.outcome, this.owner, one.spent).then(one.resolve, one.reject)
+      await this.statement(one.outcome, one.spent, 1).then(one.resolve, one.reject)
       return
     }
     // a conversation in two batches (our lease ran out and we claimed it again) goes in once
@@ -123,7 +138,7 @@ export class GroupStore {
     }
     let stored: Set<string>
     try {
-      stored = new Set(await storeOutcome(this.deps, merged, this.owner, mergeSpent(group.map((w) => w.spent))))
+      stored = new Set(await this.statement(merged, mergeSpent(group.map((w) => w.spent)), group.length))
     } catch (err) {
       // Refused for what it carried: the group was rolled back, and each batch may try alone,
       // so one bad batch fails only itself. Anything else (the database away, a timeout, a

@@ -133,7 +133,12 @@ export class Worker extends EventEmitter {
     this.owner = d.config.INSTANCE_ID
     this.log = d.logger.child({ module: 'worker' })
     this.batches = new PQueue({ concurrency: d.config.WORKER_CONCURRENCY })
-    this.stores = new GroupStore({ insights: d.insights, cache: d.cache, usage: d.usage }, this.owner)
+    this.stores = new GroupStore({ insights: d.insights, cache: d.cache, usage: d.usage }, this.owner, {
+      observe: (batches, seconds) => {
+        d.metrics.storeBatches.observe(batches)
+        d.metrics.storeDuration.observe(seconds)
+      }
+    })
     d.metrics.batchSize.set(d.batchSize.size)
   }
 

@@ -300,7 +300,10 @@ t.test('GroupStore on a real database', async (t) => {
   })
 
   t.test('batches that finish while a store is in flight share the next statement, and each learns its own ids', async (t) => {
-    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 0 }), usage }, 'w1')
+    const observed: number[] = []
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 3600, lruSize: 0 }), usage }, 'w1', {
+      observe: (batches) => observed.push(batches)
+    })
     const [a, b, c] = [await batch(2), await batch(3), await batch(1)]
     const spend = { model: 'model-g', calls: 1, input: 30, output: 10, costUsd: 0.001 }
     let release: () => void = () => {}
@@ -319,6 +322,7 @@ t.test('GroupStore on a real database', async (t) => {
     release()
     const [sa, sb, sc] = await Promise.all(done)
     t.same(statements, [2, 4], 'the first alone, the two that waited together')
+    t.same(observed, [1, 2], 'each statement observed with the batches it carried')
     t.same([sa!.sort(), sb!.sort(), sc!.sort()], [ids(a), ids(b), ids(c)])
     t.equal((await realInsights.getMany([...ids(a), ...ids(b), ...ids(c)])).length, 6)
     t.match(await spentBy('model-g'), { calls: 3, inputTokens: 90, costUsd: 0.003 }, 'every batch’s spend booked once')
@@ -356,7 +360,7 @@ t.test('GroupStore on a real database', async (t) => {
   })
 
   t.test('a group stays under its insight limit: the batch that would pass it waits for the next statement', async (t) => {
-    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1', 4)
+    const stores = new GroupStore({ insights, cache: new AnalysisCache(cacheRepo, { ttlSeconds: 0, lruSize: 0 }), usage }, 'w1', { maxInsights: 4 })
     const batches = [await batch(1), await batch(2), await batch(2), await batch(3)]
     await Promise.all(batches.map((o) => stores.store(o)))
     t.same(statements, [3, 2, 3], 'in order, each group as large as fits under four')
