@@ -26,15 +26,3 @@ export function isStatementTimeout(err: unknown): boolean {
   }
   return false
 }
-
-/**
- * The database refused the statement for what it carried (SQLSTATE classes 22, data
- * exception, and 23, integrity constraint violation): it answered, so the transaction is
- * certainly rolled back, and the same statement would fail again.
- */
-export function isDataError(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (/^2[23]/.test(String((e as { code?: unknown }).code ?? ''))) return true
-  }
-  return false
-}

@@ -3,7 +3,7 @@
 // together (a model's latency keeps them in step), and one statement each made them queue
 // on the same rollup rows and pay a commit, a plan and the rollup trigger's fixed cost
 // apiece; merged, each rollup row is written once per group, not once per batch.
-import { isDataError } from '../db/errors.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { UsageRow } from '../db/usage.ts'
 import { type BatchOutcome, type StoreDeps, storeOutcome } from './store.ts'
 
@@ -46,6 +46,7 @@ export function mergeSpent(spent: readonly (readonly UsageRow[])[]): UsageRow[] 
 export class GroupStore {
   private readonly waiting: Waiting[] = []
   private running = false
+  private aborted: { reason: unknown } | undefined
 
   constructor(
     private readonly deps: StoreDeps,
@@ -69,6 +70,8 @@ export class GroupStore {
    * the database is slower than the analysis).
    */
   store(outcome: BatchOutcome, spent: readonly UsageRow[] = [], onWrite?: () => void): Promise<string[]> {
+    // after an abort, a batch arriving late hands its rows back too
+    if (this.aborted) return Promise.reject(this.aborted.reason)
     return new Promise((resolve, reject) => {
       this.waiting.push({ outcome, spent, onWrite, resolve, reject })
       if (this.running) return
@@ -109,7 +112,13 @@ export class GroupStore {
    * its rows back itself, instead of writing after the worker has released its claims.
    */
   abort(reason: unknown): void {
+    this.aborted = { reason }
     for (const w of this.waiting.splice(0)) w.reject(reason)
+  }
+
+  /** Takes batches again after an abort (the worker started again). */
+  resume(): void {
+    this.aborted = undefined
   }
 
   /** storeOutcome, observed */
@@ -140,12 +149,17 @@ export class GroupStore {
     try {
       stored = new Set(await this.statement(merged, mergeSpent(group.map((w) => w.spent)), group.length))
     } catch (err) {
-      // Refused for what it carried: the group was rolled back, and each batch may try alone,
-      // so one bad batch fails only itself. Anything else (the database away, a timeout, a
-      // commit whose answer was lost) fails every batch at once, as their own statements
-      // would have: retrying one by one would wait out the same fault once a batch.
-      if (isDataError(err)) for (const w of group) await this.write([w])
-      else for (const w of group) w.reject(err)
+      // The database away (or a commit whose answer was lost) fails every batch at once, as
+      // their own statements would have: retrying one by one would wait out the same
+      // connection fault once a batch. Anything else (a refused row, a deadlock, a timeout of
+      // the larger statement) was rolled back, and each batch tries alone, so one bad batch
+      // fails only itself.
+      if (isDatabaseUnavailable(err)) for (const w of group) w.reject(err)
+      else
+        for (const w of group) {
+          if (this.aborted) w.reject(this.aborted.reason)
+          else await this.write([w])
+        }
       return
     }
     // each stored id is told to the first batch that carried it

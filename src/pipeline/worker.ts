@@ -103,7 +103,8 @@ export class Worker extends EventEmitter {
   private loopDone: Promise<void> = Promise.resolve()
   private loopAlive = false
   private readonly batches: PQueue
-  private readonly abort = new AbortController()
+  /** Aborts the batches still running when shutdown times out; a new one for every start. */
+  private abort = new AbortController()
   /** Aborted when stop() begins; a new one for every start. */
   private stopping = new AbortController()
   private sweepTimer: NodeJS.Timeout | undefined
@@ -146,6 +147,8 @@ export class Worker extends EventEmitter {
     if (this.running) return
     this.running = true
     this.stopping = new AbortController()
+    this.abort = new AbortController()
+    this.stores.resume()
     if (this.d.exclusiveDatabase) await this.takeBackDeadClaims().catch((err) => this.log.warn({ err: { message: (err as Error).message } }, 'could not take back claims at start'))
     await this.sweep().catch((err) => this.log.warn({ err }, 'first sweep failed'))
     this.renewTimer = setInterval(() => void this.renewLeases(), (this.d.config.LEASE_SECONDS * 1000) / LEASE_RENEWALS_PER_LEASE)
@@ -404,14 +407,6 @@ export class Worker extends EventEmitter {
     }
     // canRun() lets an open circuit whose cooldown is over run one probe batch: this one
     const probe = breaker.state === 'open'
-    if (probe && rows.length > size) {
-      // the circuit opened while a claim for several slots was in flight: probe with one batch
-      const extra = rows.splice(size).map((r) => r.id)
-      await this.d.conversations.releaseClaims(extra, this.owner).catch((err) => {
-        this.logReleaseError(this.log, err)
-        this.strand({ kind: 'claims', ids: extra, delayMs: 0 })
-      })
-    }
     if (!breaker.canRun()) {
       // another batch opened the circuit while this one was being claimed: hand the rows
       // back unused. If that fails too, their leases expire and the sweep takes them back.
@@ -421,6 +416,14 @@ export class Worker extends EventEmitter {
         this.strand({ kind: 'claims', ids, delayMs: 0 })
       })
       return
+    }
+    if (probe && rows.length > size) {
+      // the circuit opened while a claim for several slots was in flight: probe with one batch
+      const extra = rows.splice(size).map((r) => r.id)
+      await this.d.conversations.releaseClaims(extra, this.owner).catch((err) => {
+        this.logReleaseError(this.log, err)
+        this.strand({ kind: 'claims', ids: extra, delayMs: 0 })
+      })
     }
     const group = new ClaimGroup(Math.ceil(rows.length / size))
     for (let i = 0; i < rows.length; i += size) {
