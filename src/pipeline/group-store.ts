@@ -82,11 +82,6 @@ export class GroupStore {
     })
   }
 
-  /** Batches waiting for the statement in flight to finish. */
-  get queued(): number {
-    return this.waiting.length
-  }
-
   private async drain(): Promise<void> {
     try {
       while (this.waiting.length) await this.write(this.takeGroup())
@@ -132,12 +127,11 @@ export class GroupStore {
   }
 
   private async write(group: Waiting[]): Promise<void> {
-    for (const w of group) w.onWrite?.()
-    if (group.length === 1) {
-      const [one] = group as [Waiting]
-      await this.statement(one.outcome, one.spent, 1).then(one.resolve, one.reject)
+    if (this.aborted) {
+      for (const w of group) w.reject(this.aborted.reason)
       return
     }
+    for (const w of group) w.onWrite?.()
     // a conversation in two batches (our lease ran out and we claimed it again) goes in once
     const seen = new Set<string>()
     const merged: BatchOutcome = {
@@ -149,17 +143,12 @@ export class GroupStore {
     try {
       stored = new Set(await this.statement(merged, mergeSpent(group.map((w) => w.spent)), group.length))
     } catch (err) {
-      // The database away (or a commit whose answer was lost) fails every batch at once, as
-      // their own statements would have: retrying one by one would wait out the same
-      // connection fault once a batch. Anything else (a refused row, a deadlock, a timeout of
-      // the larger statement) was rolled back, and each batch tries alone, so one bad batch
-      // fails only itself.
-      if (isDatabaseUnavailable(err)) for (const w of group) w.reject(err)
-      else
-        for (const w of group) {
-          if (this.aborted) w.reject(this.aborted.reason)
-          else await this.write([w])
-        }
+      // A group the database answered was rolled back (a refused row, a deadlock, a timeout
+      // of the larger statement): each batch tries alone, so one bad batch fails only itself.
+      // The database away fails every batch at once, as their own statements would have:
+      // trying one by one would wait out the same connection fault once a batch.
+      if (group.length === 1 || isDatabaseUnavailable(err)) for (const w of group) w.reject(err)
+      else for (const w of group) await this.write([w])
       return
     }
     // each stored id is told to the first batch that carried it
@@ -189,6 +178,11 @@ export function siblingWaitMs(elapsedMs: number): number {
  * the rest (bench:drain, batches of 20 at concurrency 8: 48 store statements per 1,000
  * conversations where 7 would do).
  */
+export interface ClaimMember {
+  arrive(): void
+  arriveAndWait(): Promise<void>
+}
+
 export class ClaimGroup {
   private outstanding: number
   private readonly all: Promise<void>
@@ -206,7 +200,7 @@ export class ClaimGroup {
   }
 
   /** One batch's place in the group: it arrives once, whether it stores or fails. */
-  member(): { arrive(): void; arriveAndWait(): Promise<void> } {
+  member(): ClaimMember {
     let arrived = false
     const arrive = () => {
       if (arrived) return

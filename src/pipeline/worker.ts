@@ -26,7 +26,7 @@ import type { DailyBudget } from './budget.ts'
 import { type AnalysisCache, planFromCache } from './cache.ts'
 import { type AnalysisFailureReason, classifyFailure, retryDelayMs } from './failures.ts'
 import { batchesAllowed } from './fair-share.ts'
-import { ClaimGroup, GROUP_MAX_INSIGHTS, GroupStore } from './group-store.ts'
+import { ClaimGroup, type ClaimMember, GROUP_MAX_INSIGHTS, GroupStore } from './group-store.ts'
 import { cacheKey } from './normalize.ts'
 import type { WorkQueue } from './queue.ts'
 import { assembleOutcome, type ItemFailure } from './store.ts'
@@ -432,22 +432,21 @@ export class Worker extends EventEmitter {
       const member = group.member()
       // the slot is the batch's until its store statement is sent (or it fails); the batch
       // itself runs on, tracked in `finishing`, until its rows are stored or handed back
-      this.batches
-        .add(
-          () =>
-            new Promise<void>((slotFree) => {
-              const run = this.processBatch(batchId, batch, probe, member, slotFree)
-                // processBatch handles its own failures; this is a bug in that handling, and
-                // it must neither crash the process nor fail shutdown's wait for the batches
-                .catch((err) => this.log.error({ err, batch_id: batchId }, 'batch crashed'))
-                .finally(() => {
-                  slotFree()
-                  this.finishing.delete(run)
-                })
-              this.finishing.add(run)
-            })
-        )
-        .catch(() => {})
+      // the job only waits for slotFree, so it never rejects
+      void this.batches.add(
+        () =>
+          new Promise<void>((slotFree) => {
+            const run = this.processBatch(batchId, batch, probe, member, slotFree)
+              // processBatch handles its own failures; this is a bug in that handling, and
+              // it must neither crash the process nor fail shutdown's wait for the batches
+              .catch((err) => this.log.error({ err, batch_id: batchId }, 'batch crashed'))
+              .finally(() => {
+                slotFree()
+                this.finishing.delete(run)
+              })
+            this.finishing.add(run)
+          })
+      )
     }
   }
 
@@ -498,7 +497,7 @@ export class Worker extends EventEmitter {
     batchId: number,
     rows: ClaimedConversation[],
     probe: boolean,
-    siblings: ReturnType<ClaimGroup['member']>,
+    siblings: ClaimMember,
     slotFree: () => void
   ): Promise<void> {
     const { analyzer, metrics, breaker, batchSize } = this.d
